@@ -1,0 +1,37 @@
+//! The block crate's error type.
+
+/// Why a block could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum BlockError {
+    /// The object store failed.
+    #[error("object store: {0}")]
+    ObjectStore(#[from] object_store::Error),
+    /// Parquet encoding or decoding failed.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Arrow failed while building or reading batches.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// `meta.json` is unreadable.
+    #[error("block meta {path}: {reason}")]
+    Meta {
+        /// The object path.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file does not have the schema this version writes.
+    #[error("block {block}: {reason}")]
+    Corrupt {
+        /// The block's id.
+        block: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<BlockError> for strata_model::SelectError {
+    fn from(e: BlockError) -> Self {
+        strata_model::SelectError::Storage(e.to_string())
+    }
+}

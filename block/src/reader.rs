@@ -1,0 +1,163 @@
+//! Reading a block: the series table is loaded once; a select turns matchers
+//! into exact row ranges of `samples.parquet` and reads only those pages.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray, MapArray};
+use arrow::datatypes::{Float64Type, Int64Type, UInt32Type, UInt64Type};
+use futures::TryStreamExt;
+use object_store::ObjectStore;
+use object_store::path::Path;
+use parquet::arrow::ParquetRecordBatchStreamBuilder;
+use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use crate::io::ObjectReader;
+use strata_model::matcher::matches_all;
+use strata_model::{Label, Labels, METRIC_NAME, Matcher, Sample, Series};
+
+use crate::BlockError;
+use crate::meta::{BlockMeta, SAMPLES_FILE, SERIES_FILE};
+
+/// One row of the series table.
+#[derive(Debug, Clone)]
+struct SeriesEntry {
+    labels: Labels,
+    first_row: u64,
+    num_rows: u32,
+    min_time: i64,
+    max_time: i64,
+}
+
+/// An opened block: its meta and series table in memory.
+#[derive(Debug)]
+pub struct BlockReader {
+    meta: BlockMeta,
+    store: Arc<dyn ObjectStore>,
+    series: Vec<SeriesEntry>,
+}
+
+impl BlockReader {
+    /// Opens the block described by `meta`, reading its series table.
+    pub async fn open(store: Arc<dyn ObjectStore>, meta: BlockMeta) -> Result<Self, BlockError> {
+        let path = Path::from(format!("{}/{SERIES_FILE}", meta.dir()));
+        let reader = ObjectReader::new(Arc::clone(&store), path, meta.series_bytes);
+        let batches: Vec<_> = ParquetRecordBatchStreamBuilder::new(reader).await?.build()?.try_collect().await?;
+        let corrupt = |reason: &str| BlockError::Corrupt { block: meta.ulid.clone(), reason: reason.to_owned() };
+        let mut series = Vec::with_capacity(usize::try_from(meta.num_series).unwrap_or(0));
+        for b in &batches {
+            let col = |name: &str| b.column_by_name(name).ok_or_else(|| corrupt(&format!("series file lacks {name}")));
+            let names = col("metric_name")?.as_string_opt::<i32>().ok_or_else(|| corrupt("metric_name type"))?;
+            let labels = col("labels")?
+                .as_any()
+                .downcast_ref::<MapArray>()
+                .ok_or_else(|| corrupt("labels type"))?;
+            let first = col("first_row")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| corrupt("first_row"))?;
+            let rows = col("num_rows")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| corrupt("num_rows"))?;
+            let mins = col("min_time")?.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("min_time"))?;
+            let maxs = col("max_time")?.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("max_time"))?;
+            let keys = labels.keys().as_string_opt::<i32>().ok_or_else(|| corrupt("label keys"))?;
+            let values = labels.values().as_string_opt::<i32>().ok_or_else(|| corrupt("label values"))?;
+            let offsets = labels.value_offsets();
+            for i in 0..b.num_rows() {
+                let mut ls = Vec::with_capacity(1 + (offsets[i + 1] - offsets[i]) as usize);
+                let name = names.value(i);
+                if !name.is_empty() {
+                    ls.push(Label::new(METRIC_NAME, name));
+                }
+                for j in offsets[i] as usize..offsets[i + 1] as usize {
+                    ls.push(Label::new(keys.value(j), values.value(j)));
+                }
+                let labels = Labels::from_pairs(ls.into_iter().map(|l| (l.name, l.value)))
+                    .map_err(|e| corrupt(&format!("bad labels: {e}")))?;
+                series.push(SeriesEntry {
+                    labels,
+                    first_row: first.value(i),
+                    num_rows: rows.value(i),
+                    min_time: mins.value(i),
+                    max_time: maxs.value(i),
+                });
+            }
+        }
+        Ok(Self { meta, store, series })
+    }
+
+    /// The block's meta.
+    pub fn meta(&self) -> &BlockMeta {
+        &self.meta
+    }
+
+    /// Series matching `matchers` with samples in `[mint, maxt]`, sorted by labels.
+    pub async fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, BlockError> {
+        if !self.meta.overlaps(mint, maxt) {
+            return Ok(Vec::new());
+        }
+        let mut hits: Vec<&SeriesEntry> = self
+            .series
+            .iter()
+            .filter(|s| s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels))
+            .collect();
+        if hits.is_empty() {
+            return Ok(Vec::new());
+        }
+        hits.sort_by_key(|s| s.first_row);
+
+        // Row ranges → a selection of alternating skips and selects.
+        let mut selectors = Vec::with_capacity(hits.len() * 2);
+        let mut pos = 0u64;
+        for s in &hits {
+            if s.first_row > pos {
+                selectors.push(RowSelector::skip(usize::try_from(s.first_row - pos).unwrap_or(usize::MAX)));
+            }
+            selectors.push(RowSelector::select(s.num_rows as usize));
+            pos = s.first_row + u64::from(s.num_rows);
+        }
+        let path = Path::from(format!("{}/{SAMPLES_FILE}", self.meta.dir()));
+        let reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
+        let stream = ParquetRecordBatchStreamBuilder::new(reader)
+            .await?
+            .with_row_selection(RowSelection::from(selectors))
+            .build()?;
+        let batches: Vec<_> = stream.try_collect().await?;
+
+        let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
+        let mut out = Vec::with_capacity(hits.len());
+        let mut hit_iter = hits.iter();
+        let mut current: Option<(&SeriesEntry, Vec<Sample>, u32)> = None;
+        for b in &batches {
+            let ts = b
+                .column_by_name("timestamp_ms")
+                .and_then(|c| c.as_primitive_opt::<Int64Type>())
+                .ok_or_else(|| corrupt("timestamp_ms"))?;
+            let vs = b
+                .column_by_name("value")
+                .and_then(|c| c.as_primitive_opt::<Float64Type>())
+                .ok_or_else(|| corrupt("value"))?;
+            for i in 0..b.num_rows() {
+                if current.as_ref().is_none_or(|(e, _, seen)| *seen == e.num_rows) {
+                    if let Some((e, samples, _)) = current.take() {
+                        push_series(&mut out, e, samples);
+                    }
+                    let e = hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
+                    current = Some((e, Vec::with_capacity(e.num_rows as usize), 0));
+                }
+                if let Some((_, samples, seen)) = current.as_mut() {
+                    *seen += 1;
+                    let t = ts.value(i);
+                    if t >= mint && t <= maxt && !ts.is_null(i) {
+                        samples.push(Sample::new(t, vs.value(i)));
+                    }
+                }
+            }
+        }
+        if let Some((e, samples, _)) = current.take() {
+            push_series(&mut out, e, samples);
+        }
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+}
+
+fn push_series(out: &mut Vec<Series>, e: &SeriesEntry, samples: Vec<Sample>) {
+    if !samples.is_empty() {
+        out.push(Series { labels: e.labels.clone(), samples });
+    }
+}

@@ -1,1 +1,171 @@
-fn main() {}
+//! `strata`: one binary, every role. This file only parses flags and wires
+//! the roles' `serve` functions together; the work is in the role crates.
+
+mod config;
+mod standalone;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use strata_common::{PromDuration, Readiness, SystemClock, Telemetry};
+
+/// Strata: a distributed, Prometheus-compatible metrics pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+    /// Log level filter (`error`, `warn`, `info`, `debug`, or a tracing filter).
+    #[arg(long = "log.level", global = true, default_value = "info", env = "STRATA_LOG")]
+    log_level: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum Role {
+    /// Every role in one process on local disk: scrape, store, query.
+    Standalone(StandaloneArgs),
+    /// Discover and scrape targets (health endpoints only for now).
+    Collector(ServeArgs),
+    /// Ingest log, head and blocks (health endpoints only for now).
+    Aggregator(AggregatorArgs),
+    /// The Prometheus HTTP API (health endpoints only for now).
+    Querier(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Address to serve HTTP on.
+    #[arg(long = "web.listen-address", default_value = "0.0.0.0:9090")]
+    listen: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct StorageArgs {
+    /// Where the ingest log and blocks live.
+    #[arg(long = "storage.path", default_value = "./data")]
+    path: PathBuf,
+    /// Time range of a block cut from the head.
+    #[arg(long = "storage.tsdb.min-block-duration", default_value = "2h", hide = true)]
+    block_duration: PromDuration,
+    /// How often the head is checked for a range to flush.
+    #[arg(long = "storage.flush-interval", default_value = "1m", hide = true)]
+    flush_interval: PromDuration,
+}
+
+impl StorageArgs {
+    fn settings(&self) -> anyhow::Result<strata_aggregator::StorageSettings> {
+        let mut c = strata_aggregator::StorageConfig::with_path(&self.path);
+        c.block_duration = self.block_duration;
+        c.flush_interval = self.flush_interval;
+        c.validate().map_err(|errs| anyhow::anyhow!("invalid storage flags:\n  {}", errs.join("\n  ")))
+    }
+}
+
+#[derive(Debug, Args)]
+struct AggregatorArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+}
+
+#[derive(Debug, Args)]
+struct StandaloneArgs {
+    /// Prometheus configuration file (`global`, `scrape_configs`).
+    #[arg(long = "config.file")]
+    config_file: Option<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// How far back an instant selector looks for a sample.
+    #[arg(long = "query.lookback-delta", default_value = "5m")]
+    lookback_delta: PromDuration,
+    /// Longest a query may run.
+    #[arg(long = "query.timeout", default_value = "2m")]
+    query_timeout: PromDuration,
+    /// Most samples a query may hold in memory.
+    #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
+    max_samples: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("strata: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.role)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("strata: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run(role: Role) -> anyhow::Result<()> {
+    let telemetry = Telemetry::new();
+    let clock: Arc<dyn strata_common::Clock> = Arc::new(SystemClock);
+    match role {
+        Role::Standalone(args) => standalone::run(args, telemetry, clock).await,
+        Role::Aggregator(args) => {
+            let deps = strata_aggregator::Deps { telemetry, clock };
+            strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, shutdown_signal()).await?;
+            Ok(())
+        }
+        Role::Collector(args) | Role::Querier(args) => {
+            // These roles run on their own once the distributed issue lands; until
+            // then they start and serve their admin endpoints.
+            let readiness = Readiness::new();
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            tracing::info!(listen = %args.listen, "listening (admin endpoints only)");
+            readiness.set_ready();
+            strata_common::serve_http(listener, strata_common::admin_router(telemetry, readiness), shutdown_signal())
+                .await?;
+            Ok(())
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutdown signal received");
+}

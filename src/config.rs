@@ -66,7 +66,8 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let raw: FileConfig = if text.trim().is_empty() {
         FileConfig::default()
     } else {
-        serde_saphyr::from_str(text).map_err(|e| ConfigError { file: file.to_owned(), problems: vec![yaml_problem(&e)] })?
+        serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![yaml_problem(&e)] })?
     };
     let scrape_jobs = validate(&raw.global, &raw.scrape_configs)
         .map_err(|problems| ConfigError { file: file.to_owned(), problems })?;
@@ -76,8 +77,22 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
 fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
     let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
     // The message proper, without the snippet the library may render around it.
-    let message = e.to_string().lines().next().unwrap_or_default().to_owned();
+    let first = e.to_string().lines().next().unwrap_or_default().to_owned();
+    let message = strip_location_prefix(&first).to_owned();
     Problem { line, column, message }
+}
+
+/// `error: line 5 column 5: unknown field` → `unknown field` (the location is printed by us).
+fn strip_location_prefix(msg: &str) -> &str {
+    let msg = msg.strip_prefix("error: ").unwrap_or(msg);
+    if let Some(rest) = msg.strip_prefix("line ") {
+        if let Some((loc, tail)) = rest.split_once(": ") {
+            if loc.split(" column ").all(|n| n.bytes().all(|b| b.is_ascii_digit())) {
+                return tail;
+            }
+        }
+    }
+    msg
 }
 
 #[cfg(test)]

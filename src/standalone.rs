@@ -17,11 +17,8 @@ use crate::StandaloneArgs;
 
 /// The job that scrapes Strata itself when no config file is given.
 fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
-    let address = if listen.ip().is_unspecified() {
-        format!("localhost:{}", listen.port())
-    } else {
-        listen.to_string()
-    };
+    let address =
+        if listen.ip().is_unspecified() { format!("localhost:{}", listen.port()) } else { listen.to_string() };
     let labels = Labels::from_pairs([("job", "strata"), ("instance", address.as_str())]).unwrap_or_default();
     ScrapeJob {
         job_name: "strata".into(),

@@ -120,10 +120,8 @@ impl Head {
         let mut last_in_batch: HashMap<&Labels, Sample> = HashMap::new();
         let mut kept: Vec<(usize, Vec<Sample>)> = Vec::with_capacity(batch.series.len());
         for (i, s) in batch.series.iter().enumerate() {
-            let mut last = last_in_batch
-                .get(&s.labels)
-                .copied()
-                .or_else(|| tenant.and_then(|h| h.last_sample(&s.labels)));
+            let mut last =
+                last_in_batch.get(&s.labels).copied().or_else(|| tenant.and_then(|h| h.last_sample(&s.labels)));
             let mut accepted = Vec::with_capacity(s.samples.len());
             for &p in &s.samples {
                 if p.t < min_valid {
@@ -286,7 +284,8 @@ mod tests {
     fn out_of_order_and_bounds_are_refused() {
         let mut h = Head::new();
         h.append(batch(&[("up", "a", 10, 1.0)]));
-        let s = h.append(batch(&[("up", "a", 5, 1.0), ("up", "a", 10, 1.0), ("up", "a", 10, 2.0), ("up", "a", 11, 1.0)]));
+        let s =
+            h.append(batch(&[("up", "a", 5, 1.0), ("up", "a", 10, 1.0), ("up", "a", 10, 2.0), ("up", "a", 11, 1.0)]));
         assert_eq!(s, AppendSummary { accepted: 1, out_of_order: 2, out_of_bounds: 0 });
         h.set_min_valid_time("t", 100);
         let s = h.append(batch(&[("up", "b", 50, 1.0)]));

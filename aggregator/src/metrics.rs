@@ -37,15 +37,35 @@ impl StorageMetrics {
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
         t.register("strata_head_out_of_order_samples", "Samples refused as out of order", m.out_of_order.clone());
-        t.register("strata_head_out_of_bounds_samples", "Samples refused as older than the head accepts", m.out_of_bounds.clone());
-        t.register("strata_append_failures", "Batches not acknowledged because the ingest log failed", m.append_failures.clone());
-        t.register("strata_ingest_log_sync_duration_seconds", "Time to write and fsync one ingest log record", m.log_sync_seconds.clone());
-        t.register("strata_ingest_log_replayed_records", "Ingest log records replayed at startup", m.log_replayed_records.clone());
+        t.register(
+            "strata_head_out_of_bounds_samples",
+            "Samples refused as older than the head accepts",
+            m.out_of_bounds.clone(),
+        );
+        t.register(
+            "strata_append_failures",
+            "Batches not acknowledged because the ingest log failed",
+            m.append_failures.clone(),
+        );
+        t.register(
+            "strata_ingest_log_sync_duration_seconds",
+            "Time to write and fsync one ingest log record",
+            m.log_sync_seconds.clone(),
+        );
+        t.register(
+            "strata_ingest_log_replayed_records",
+            "Ingest log records replayed at startup",
+            m.log_replayed_records.clone(),
+        );
         t.register("strata_ingest_log_segments", "Ingest log segment files", m.log_segments.clone());
         t.register("strata_head_series", "Series in the head", m.head_series.clone());
         t.register("strata_head_samples", "Samples in the head", m.head_samples.clone());
         t.register("strata_blocks_written", "Blocks written to object storage", m.blocks_written.clone());
-        t.register("strata_block_flush_failures", "Failed attempts to flush the head into a block", m.flush_failures.clone());
+        t.register(
+            "strata_block_flush_failures",
+            "Failed attempts to flush the head into a block",
+            m.flush_failures.clone(),
+        );
         m
     }
 }

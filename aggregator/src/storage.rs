@@ -23,8 +23,7 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_block::{BlockMeta, BlockStore};
 use strata_model::{
-    Append, AppendError, AppendSummary, BoxFuture, Matcher, Select, SelectError, Series, WriteBatch,
-    merge_series_sets,
+    Append, AppendError, AppendSummary, BoxFuture, Matcher, Select, SelectError, Series, WriteBatch, merge_series_sets,
 };
 
 use crate::head::Head;
@@ -56,10 +55,8 @@ impl LocalStorage {
     /// Opens the blocks, replays the ingest log into the head, and is ready
     /// for writes.
     pub async fn open(settings: StorageSettings, deps: Deps) -> Result<Self, AggregatorError> {
-        std::fs::create_dir_all(&settings.blocks_dir).map_err(|source| AggregatorError::IngestLog {
-            path: settings.blocks_dir.display().to_string(),
-            source,
-        })?;
+        std::fs::create_dir_all(&settings.blocks_dir)
+            .map_err(|source| AggregatorError::IngestLog { path: settings.blocks_dir.display().to_string(), source })?;
         let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&settings.blocks_dir)?);
         let blocks = Arc::new(BlockStore::open(fs).await?);
         let metrics = StorageMetrics::new(&deps.telemetry);
@@ -80,7 +77,10 @@ impl LocalStorage {
             Ok::<_, std::io::Error>((log, head, stats))
         })
         .await
-        .map_err(|e| AggregatorError::IngestLog { path: settings.wal_dir.display().to_string(), source: std::io::Error::other(e) })?
+        .map_err(|e| AggregatorError::IngestLog {
+            path: settings.wal_dir.display().to_string(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(|source| AggregatorError::IngestLog { path: settings.wal_dir.display().to_string(), source })?;
         let hs = head.stats();
         tracing::info!(
@@ -95,7 +95,9 @@ impl LocalStorage {
         );
         metrics.log_replayed_records.inc_by(stats.records);
         metrics.log_segments.set(i64::try_from(log.segment_count()).unwrap_or(i64::MAX));
-        let this = Self { inner: Arc::new(Inner { settings, log: Mutex::new(log), head: RwLock::new(head), blocks, metrics }) };
+        let this = Self {
+            inner: Arc::new(Inner { settings, log: Mutex::new(log), head: RwLock::new(head), blocks, metrics }),
+        };
         this.update_head_gauges();
         Ok(this)
     }

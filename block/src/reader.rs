@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::io::ObjectReader;
 use arrow::array::{Array, AsArray, MapArray};
 use arrow::datatypes::{Float64Type, Int64Type, UInt32Type, UInt64Type};
 use futures::TryStreamExt;
@@ -10,7 +11,6 @@ use object_store::ObjectStore;
 use object_store::path::Path;
 use parquet::arrow::ParquetRecordBatchStreamBuilder;
 use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
-use crate::io::ObjectReader;
 use strata_model::matcher::matches_all;
 use strata_model::{Label, Labels, METRIC_NAME, Matcher, Sample, Series};
 
@@ -46,10 +46,7 @@ impl BlockReader {
         for b in &batches {
             let col = |name: &str| b.column_by_name(name).ok_or_else(|| corrupt(&format!("series file lacks {name}")));
             let names = col("metric_name")?.as_string_opt::<i32>().ok_or_else(|| corrupt("metric_name type"))?;
-            let labels = col("labels")?
-                .as_any()
-                .downcast_ref::<MapArray>()
-                .ok_or_else(|| corrupt("labels type"))?;
+            let labels = col("labels")?.as_any().downcast_ref::<MapArray>().ok_or_else(|| corrupt("labels type"))?;
             let first = col("first_row")?.as_primitive_opt::<UInt64Type>().ok_or_else(|| corrupt("first_row"))?;
             let rows = col("num_rows")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| corrupt("num_rows"))?;
             let mins = col("min_time")?.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("min_time"))?;

@@ -94,12 +94,7 @@ impl BlockStore {
     }
 
     fn readers(&self, tenant: &str) -> Vec<Arc<BlockReader>> {
-        self.blocks
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(tenant)
-            .cloned()
-            .unwrap_or_default()
+        self.blocks.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant).cloned().unwrap_or_default()
     }
 }
 
@@ -112,8 +107,7 @@ impl Select for BlockStore {
         maxt: i64,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         Box::pin(async move {
-            let readers: Vec<_> =
-                self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
+            let readers: Vec<_> = self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
             let sets = futures::future::try_join_all(readers.iter().map(|b| b.select(matchers, mint, maxt))).await?;
             Ok(merge_series_sets(sets))
         })
@@ -171,9 +165,12 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs: Arc<dyn ObjectStore> =
             Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
-        fs.put(&object_store::path::Path::from("t1/01ABC/samples.parquet"), bytes::Bytes::from_static(b"partial").into())
-            .await
-            .expect("put");
+        fs.put(
+            &object_store::path::Path::from("t1/01ABC/samples.parquet"),
+            bytes::Bytes::from_static(b"partial").into(),
+        )
+        .await
+        .expect("put");
         let store = BlockStore::open(fs).await.expect("open");
         assert!(store.metas("t1").is_empty());
     }

@@ -7,8 +7,8 @@ use arrow::array::{
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt};
 use object_store::path::Path;
+use object_store::{ObjectStore, ObjectStoreExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
@@ -85,8 +85,8 @@ pub async fn write_block(
     let dir = meta.dir();
     store.put(&Path::from(format!("{dir}/{SAMPLES_FILE}")), samples_bytes.into()).await?;
     store.put(&Path::from(format!("{dir}/{SERIES_FILE}")), series_bytes.into()).await?;
-    let json = serde_json::to_vec_pretty(&meta)
-        .map_err(|e| BlockError::Meta { path: dir.clone(), reason: e.to_string() })?;
+    let json =
+        serde_json::to_vec_pretty(&meta).map_err(|e| BlockError::Meta { path: dir.clone(), reason: e.to_string() })?;
     store.put(&Path::from(format!("{dir}/{META_FILE}")), Bytes::from(json).into()).await?;
     Ok(meta)
 }
@@ -171,10 +171,8 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
         .set_column_dictionary_enabled(ColumnPath::from("timestamp_ms"), false)
         .set_column_encoding(ColumnPath::from("timestamp_ms"), Encoding::DELTA_BINARY_PACKED)
         .build();
-    let series_props = WriterProperties::builder()
-        .set_compression(zstd)
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .build();
+    let series_props =
+        WriterProperties::builder().set_compression(zstd).set_statistics_enabled(EnabledStatistics::Page).build();
 
     let stats = Stats { min_time, max_time, num_series: series.len() as u64, num_samples: row };
     Ok((write_parquet(&samples, samples_props)?, write_parquet(&series_batch, series_props)?, stats))

@@ -173,19 +173,23 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
     let mut problems = Vec::new();
     let g_interval = global.scrape_interval.as_ref().map_or(DEFAULT_SCRAPE_INTERVAL, |d| d.value.0);
     let g_timeout = global.scrape_timeout.as_ref().map_or(DEFAULT_SCRAPE_TIMEOUT, |d| d.value.0);
-    if let Some(i) = &global.scrape_interval {
-        if i.value.0.is_zero() {
-            problems.push(Problem::at(i, "global.scrape_interval must be greater than 0"));
-        }
+    if let Some(i) = &global.scrape_interval
+        && i.value.0.is_zero()
+    {
+        problems.push(Problem::at(i, "global.scrape_interval must be greater than 0"));
     }
-    if let Some(t) = &global.scrape_timeout {
-        if t.value.0 > g_interval {
-            problems.push(Problem::at(t, "global.scrape_timeout greater than scrape_interval"));
-        }
+    if let Some(t) = &global.scrape_timeout
+        && t.value.0 > g_interval
+    {
+        problems.push(Problem::at(t, "global.scrape_timeout greater than scrape_interval"));
     }
     for name in global.external_labels.keys() {
         if !is_valid_label_name(name) {
-            problems.push(Problem { line: 0, column: 0, message: format!("{name:?} is not a valid label name in global.external_labels") });
+            problems.push(Problem {
+                line: 0,
+                column: 0,
+                message: format!("{name:?} is not a valid label name in global.external_labels"),
+            });
         }
     }
 
@@ -212,24 +216,26 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             }
             None => g_timeout.min(interval),
         };
-        if let Some(i) = &sc.scrape_interval {
-            if i.value.0.is_zero() {
-                problems.push(Problem::at(i, "scrape_interval must be greater than 0"));
-            }
+        if let Some(i) = &sc.scrape_interval
+            && i.value.0.is_zero()
+        {
+            problems.push(Problem::at(i, "scrape_interval must be greater than 0"));
         }
         let scheme = sc.scheme.as_ref().map_or_else(|| "http".to_owned(), |s| s.value.clone());
         if let Some(s) = &sc.scheme {
             match s.value.as_str() {
                 "http" => {}
-                "https" => problems.push(Problem::at(s, "scheme \"https\" is not supported yet (TLS comes with the collector work)")),
-                other => problems.push(Problem::at(s, format!("unknown scrape config scheme {other:?}: must be http or https"))),
+                "https" => problems
+                    .push(Problem::at(s, "scheme \"https\" is not supported yet (TLS comes with the collector work)")),
+                other => problems
+                    .push(Problem::at(s, format!("unknown scrape config scheme {other:?}: must be http or https"))),
             }
         }
         let metrics_path = sc.metrics_path.as_ref().map_or_else(|| "/metrics".to_owned(), |p| p.value.clone());
-        if let Some(p) = &sc.metrics_path {
-            if !p.value.starts_with('/') {
-                problems.push(Problem::at(p, format!("metrics_path {:?} must start with /", p.value)));
-            }
+        if let Some(p) = &sc.metrics_path
+            && !p.value.starts_with('/')
+        {
+            problems.push(Problem::at(p, format!("metrics_path {:?} must start with /", p.value)));
         }
         let mut targets = Vec::new();
         for st in &sc.static_configs {
@@ -304,7 +310,8 @@ mod tests {
     }
 
     fn load(yaml: &str) -> Result<Vec<ScrapeJob>, Vec<Problem>> {
-        let f: File = serde_saphyr::from_str(yaml).map_err(|e| vec![Problem { line: 0, column: 0, message: e.to_string() }])?;
+        let f: File =
+            serde_saphyr::from_str(yaml).map_err(|e| vec![Problem { line: 0, column: 0, message: e.to_string() }])?;
         validate(&f.global, &f.scrape_configs)
     }
 
@@ -342,8 +349,10 @@ mod tests {
 
     #[test]
     fn params_are_url_encoded() {
-        let jobs = load("scrape_configs:\n- job_name: a\n  params: {module: [http 2xx]}\n  static_configs: [{targets: ['h:1']}]\n")
-            .expect("valid");
+        let jobs = load(
+            "scrape_configs:\n- job_name: a\n  params: {module: [http 2xx]}\n  static_configs: [{targets: ['h:1']}]\n",
+        )
+        .expect("valid");
         assert_eq!(jobs[0].url(&jobs[0].targets[0]), "http://h:1/metrics?module=http%202xx");
     }
 }

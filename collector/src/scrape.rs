@@ -54,7 +54,7 @@ impl ScrapeMetrics {
         t.register("strata_target_scrape_failures", "Scrapes that failed (up = 0)", m.failures.clone());
         t.register(
             "strata_scrape_append_failures",
-            "Scraped batches the storage did not acknowledge.",
+            "Scraped batches the storage did not acknowledge",
             m.append_failures.clone(),
         );
         m

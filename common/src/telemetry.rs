@@ -79,17 +79,17 @@ impl Collector for ProcessCollector {
         let c = ConstCounter::new(p.cpu_seconds);
         c.encode(encoder.encode_descriptor(
             "process_cpu_seconds",
-            "Total user and system CPU time spent in seconds.",
+            "Total user and system CPU time spent in seconds",
             None,
             c.metric_type(),
         )?)?;
-        gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes.", p.rss_bytes)?;
-        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes.", p.vsize_bytes)?;
-        gauge(&mut encoder, "process_open_fds", "Number of open file descriptors.", p.open_fds)?;
+        gauge(&mut encoder, "process_resident_memory_bytes", "Resident memory size in bytes", p.rss_bytes)?;
+        gauge(&mut encoder, "process_virtual_memory_bytes", "Virtual memory size in bytes", p.vsize_bytes)?;
+        gauge(&mut encoder, "process_open_fds", "Number of open file descriptors", p.open_fds)?;
         gauge(
             &mut encoder,
             "process_start_time_seconds",
-            "Start time of the process since unix epoch in seconds.",
+            "Start time of the process since unix epoch in seconds",
             p.start_time_seconds,
         )?;
         Ok(())

@@ -43,11 +43,8 @@ impl Labels {
         N: Into<String>,
         V: Into<String>,
     {
-        let mut v: Vec<Label> = pairs
-            .into_iter()
-            .map(|(n, v)| Label::new(n, v))
-            .filter(|l| !l.value.is_empty())
-            .collect();
+        let mut v: Vec<Label> =
+            pairs.into_iter().map(|(n, v)| Label::new(n, v)).filter(|l| !l.value.is_empty()).collect();
         v.sort_unstable_by(|a, b| a.name.cmp(&b.name));
         if let Some(w) = v.windows(2).find(|w| w[0].name == w[1].name) {
             return Err(ModelError::DuplicateLabel(w[0].name.clone()));
@@ -64,10 +61,7 @@ impl Labels {
 
     /// The value of `name`, if present.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.0[i].value.as_str())
+        self.0.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.0[i].value.as_str())
     }
 
     /// The metric name, if present.
@@ -190,10 +184,7 @@ impl LabelsBuilder {
 
     /// The value of `name` as currently set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.labels
-            .binary_search_by(|l| l.name.as_str().cmp(name))
-            .ok()
-            .map(|i| self.labels[i].value.as_str())
+        self.labels.binary_search_by(|l| l.name.as_str().cmp(name)).ok().map(|i| self.labels[i].value.as_str())
     }
 
     /// Keeps only the labels for which `keep` is true.
@@ -249,8 +240,7 @@ mod tests {
 
     #[test]
     fn display_is_prometheus_notation() {
-        let l = Labels::from_pairs([("__name__", "up"), ("job", "node"), ("instance", "x:1")])
-            .expect("valid");
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "node"), ("instance", "x:1")]).expect("valid");
         assert_eq!(l.to_string(), r#"up{instance="x:1", job="node"}"#);
     }
 

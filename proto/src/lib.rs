@@ -29,11 +29,7 @@ impl From<&WriteBatch> for ingest::v1::WriteBatch {
                         .iter()
                         .map(|l| ingest::v1::Label { name: l.name.clone(), value: l.value.clone() })
                         .collect(),
-                    samples: s
-                        .samples
-                        .iter()
-                        .map(|p| ingest::v1::Sample { timestamp_ms: p.t, value: p.v })
-                        .collect(),
+                    samples: s.samples.iter().map(|p| ingest::v1::Sample { timestamp_ms: p.t, value: p.v }).collect(),
                 })
                 .collect(),
         }
@@ -81,7 +77,6 @@ pub enum DecodeError {
     #[error("invalid batch: {0}")]
     Model(ModelError),
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -303,6 +303,99 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+
+    use axum::http::StatusCode;
+    use strata_common::ManualClock;
+    use strata_model::{AppendSummary, BoxFuture, is_stale_nan};
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Vec<WriteBatch>>);
+
+    impl Append for Recorder {
+        fn append(&self, batch: WriteBatch) -> BoxFuture<'_, Result<AppendSummary, strata_model::AppendError>> {
+            self.0.lock().expect("lock").push(batch);
+            Box::pin(async { Ok(AppendSummary::default()) })
+        }
+    }
+
+    /// A target whose page and status the test sets.
+    async fn serve_page(page: Arc<Mutex<(StatusCode, String)>>) -> String {
+        let app = axum::Router::new().route(
+            "/metrics",
+            axum::routing::get(move || {
+                let page = Arc::clone(&page);
+                async move { page.lock().expect("lock").clone() }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        addr
+    }
+
+    fn value(batch: &WriteBatch, name: &str) -> Option<f64> {
+        batch.series.iter().find(|s| s.labels.metric_name() == Some(name)).map(|s| s.samples[0].v)
+    }
+
+    #[tokio::test]
+    async fn scrapes_mark_disappeared_series_stale_and_report_up() {
+        let page = Arc::new(Mutex::new((StatusCode::OK, "a 1\nb{x=\"1\"} 2\n".to_owned())));
+        let address = serve_page(Arc::clone(&page)).await;
+        let labels = Labels::from_pairs([("job", "j"), ("instance", address.as_str())]).expect("labels");
+        let job = Arc::new(ScrapeJob {
+            job_name: "j".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+            metrics_path: "/metrics".into(),
+            scheme: "http".into(),
+            params: Default::default(),
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            body_size_limit: 0,
+            targets: vec![],
+        });
+        let recorder = Arc::new(Recorder::default());
+        let deps = ScrapeDeps {
+            appender: recorder.clone(),
+            clock: Arc::new(ManualClock::new(1_000)),
+            telemetry: Telemetry::empty(),
+            tenant: "t".into(),
+        };
+        let mut l = TargetLoop {
+            job,
+            target: Target { address, labels },
+            deps,
+            client: reqwest::Client::new(),
+            metrics: ScrapeMetrics::new(&Telemetry::empty()),
+            previous: HashSet::new(),
+        };
+
+        let b = l.scrape_once().await;
+        assert_eq!(value(&b, "up"), Some(1.0));
+        assert_eq!(value(&b, "a"), Some(1.0));
+        assert_eq!(value(&b, "scrape_samples_scraped"), Some(2.0));
+        assert_eq!(value(&b, "scrape_series_added"), Some(2.0));
+        let a = b.series.iter().find(|s| s.labels.metric_name() == Some("a")).expect("a");
+        assert_eq!(a.labels.get("job"), Some("j"));
+
+        page.lock().expect("lock").1 = "a 3\n".into();
+        let b = l.scrape_once().await;
+        assert!(value(&b, "b").is_some_and(is_stale_nan), "b disappeared: stale marker");
+        assert_eq!(value(&b, "a"), Some(3.0));
+        assert_eq!(value(&b, "scrape_series_added"), Some(0.0));
+
+        page.lock().expect("lock").1 = "a 3\nthis is not a sample\n".into();
+        let b = l.scrape_once().await;
+        assert_eq!(value(&b, "up"), Some(0.0), "malformed page fails the scrape");
+        assert!(value(&b, "a").is_some_and(is_stale_nan));
+
+        *page.lock().expect("lock") = (StatusCode::INTERNAL_SERVER_ERROR, "oops".into());
+        let b = l.scrape_once().await;
+        assert_eq!(value(&b, "up"), Some(0.0));
+        assert_eq!(value(&b, "a"), None, "already marked stale");
+    }
 
     #[test]
     fn clashing_page_labels_become_exported() {

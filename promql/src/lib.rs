@@ -1,0 +1,278 @@
+//! Strata's PromQL engine: evaluates PromQL (Prometheus 3 semantics, floats)
+//! over any [`strata_model::Select`] storage.
+//!
+//! - [`value`]: results ([`Value`], [`QueryResult`]) and [`PromqlError`].
+//! - [`memstore`]: an in-memory store for tests.
+//! - `plan`: which series each selector needs, fetched once per query.
+//! - `eval`: the step-wise evaluator (`rangeEval`), selectors, subqueries.
+//! - `binary`, `aggregate`, `functions`: operators, aggregations, functions.
+//!
+//! Names are dropped the Prometheus 3 way ("delayed name removal"):
+//! functions mark series, and `__name__` is removed from the final result.
+
+mod aggregate;
+mod binary;
+mod eval;
+mod functions;
+pub mod memstore;
+mod plan;
+pub mod value;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use promql_parser::parser::Expr;
+use promql_parser::parser::value::ValueType;
+use strata_model::{Sample as RawSample, Select, Series};
+
+use crate::eval::{Annotations, Evaluator, Range, cleanup_metric_labels};
+pub use crate::value::{InstantSample, PromqlError, QueryResult, Value};
+use crate::value::{RSeries, Val};
+
+/// Engine settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineOptions {
+    /// How far back an instant selector looks for a sample, ms.
+    pub lookback_delta_ms: i64,
+    /// Maximum samples loaded and in flight per query.
+    pub max_samples: usize,
+    /// Maximum evaluation time per query.
+    pub timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        Self { lookback_delta_ms: 300_000, max_samples: 50_000_000, timeout: Duration::from_secs(120) }
+    }
+}
+
+/// Evaluates PromQL queries.
+#[derive(Debug, Clone, Default)]
+pub struct Engine {
+    opts: EngineOptions,
+}
+
+/// Parses a query, mapping the parser's message into a [`PromqlError::Parse`].
+fn parse(query: &str) -> Result<Expr, PromqlError> {
+    promql_parser::parser::parse(query).map_err(PromqlError::Parse)
+}
+
+fn type_name(t: ValueType) -> &'static str {
+    match t {
+        ValueType::Vector => "instant vector",
+        ValueType::Scalar => "scalar",
+        ValueType::Matrix => "range vector",
+        ValueType::String => "string",
+    }
+}
+
+/// Whether the expression sorts its result somewhere (ineffective in range queries).
+fn contains_sort(e: &Expr) -> bool {
+    match e {
+        Expr::Call(c) => {
+            matches!(c.func.name, "sort" | "sort_desc" | "sort_by_label" | "sort_by_label_desc")
+                || c.args.args.iter().any(|a| contains_sort(a))
+        }
+        Expr::Aggregate(a) => contains_sort(&a.expr) || a.param.as_deref().is_some_and(contains_sort),
+        Expr::Unary(u) => contains_sort(&u.expr),
+        Expr::Binary(b) => contains_sort(&b.lhs) || contains_sort(&b.rhs),
+        Expr::Paren(p) => contains_sort(&p.expr),
+        Expr::Subquery(s) => contains_sort(&s.expr),
+        _ => false,
+    }
+}
+
+impl Engine {
+    /// An engine with the given options.
+    pub fn new(opts: EngineOptions) -> Self {
+        Self { opts }
+    }
+
+    /// The engine's options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// Evaluates `query` at `time_ms`.
+    pub async fn instant_query(
+        &self,
+        store: &dyn Select,
+        tenant: &str,
+        query: &str,
+        time_ms: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        let expr = parse(query)?;
+        self.exec(store, tenant, &expr, Range { start: time_ms, end: time_ms, interval: 1 }, false).await
+    }
+
+    /// Evaluates `query` at every step from `start_ms` to `end_ms`.
+    pub async fn range_query(
+        &self,
+        store: &dyn Select,
+        tenant: &str,
+        query: &str,
+        start_ms: i64,
+        end_ms: i64,
+        step_ms: i64,
+    ) -> Result<QueryResult, PromqlError> {
+        if step_ms <= 0 {
+            return Err(PromqlError::Parse(
+                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+            ));
+        }
+        if end_ms < start_ms {
+            return Err(PromqlError::Parse("end timestamp must not be before start time".into()));
+        }
+        let expr = parse(query)?;
+        let t = expr.value_type();
+        if t != ValueType::Scalar && t != ValueType::Vector {
+            return Err(PromqlError::Parse(format!(
+                "invalid expression type \"{}\" for range query, must be Scalar or instant Vector",
+                type_name(t)
+            )));
+        }
+        self.exec(store, tenant, &expr, Range { start: start_ms, end: end_ms, interval: step_ms }, true).await
+    }
+
+    async fn exec(
+        &self,
+        store: &dyn Select,
+        tenant: &str,
+        expr: &Expr,
+        r: Range,
+        is_range: bool,
+    ) -> Result<QueryResult, PromqlError> {
+        let deadline = Instant::now() + self.opts.timeout;
+        let ctx = plan::PlanCtx { start: r.start, end: r.end, lookback: self.opts.lookback_delta_ms };
+        let fetches = plan::collect(expr, &ctx);
+        let data = plan::fetch_all(store, tenant, &fetches).await?;
+        if Instant::now() > deadline {
+            return Err(PromqlError::Timeout);
+        }
+        let loaded: usize = data.values().map(|d| d.raw.iter().map(|s| s.samples.len()).sum::<usize>()).sum();
+        if loaded > self.opts.max_samples {
+            return Err(PromqlError::TooManySamples);
+        }
+        let mut ev = Evaluator {
+            data: &data,
+            lookback: self.opts.lookback_delta_ms,
+            max_samples: self.opts.max_samples,
+            cur_samples: 0,
+            deadline,
+            query_start: r.start,
+            query_end: r.end,
+            query_step: if is_range { r.interval } else { 0 },
+            annos: Annotations::default(),
+        };
+        if is_range && contains_sort(expr) {
+            ev.annos.warn("sort is ineffective for range queries since results are always ordered by labels");
+        }
+        let val = ev.eval(expr, r)?;
+        let annos = std::mem::take(&mut ev.annos);
+        let value = match val {
+            Val::String(s) => Value::String { t: r.start, s },
+            Val::Matrix(m) => {
+                let m = cleanup_metric_labels(m)?;
+                if is_range {
+                    Value::Matrix(to_series(m))
+                } else {
+                    match expr.value_type() {
+                        ValueType::Scalar => {
+                            let v = m.first().and_then(|s| s.points.first()).map_or(f64::NAN, |p| p.f);
+                            Value::Scalar { t: r.start, v }
+                        }
+                        ValueType::Vector => Value::Vector(
+                            m.into_iter()
+                                .filter_map(|s| {
+                                    let v = s.points.first()?.f;
+                                    Some(InstantSample { labels: Arc::unwrap_or_clone(s.metric), t: r.start, v })
+                                })
+                                .collect(),
+                        ),
+                        _ => Value::Matrix(to_series(m)),
+                    }
+                }
+            }
+        };
+        Ok(QueryResult { value, warnings: annos.warnings, infos: annos.infos })
+    }
+}
+
+fn to_series(m: Vec<RSeries>) -> Vec<Series> {
+    let mut out: Vec<Series> = m
+        .into_iter()
+        .filter(|s| !s.points.is_empty())
+        .map(|s| Series {
+            labels: Arc::unwrap_or_clone(s.metric),
+            samples: s.points.iter().map(|p| RawSample::new(p.t, p.f)).collect(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.labels.cmp(&b.labels));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memstore::MemStore;
+    use strata_model::Labels;
+
+    fn store() -> MemStore {
+        let st = MemStore::new();
+        for (job, mul) in [("a", 1.0), ("b", 2.0)] {
+            let l = Labels::from_pairs([("__name__", "http_requests_total"), ("job", job)]).expect("labels");
+            st.add("t", l, (0..=10).map(|i| RawSample::new(i * 60_000, i as f64 * 60.0 * mul)));
+        }
+        st
+    }
+
+    fn block<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread().build().expect("runtime").block_on(f)
+    }
+
+    #[test]
+    fn instant_rate_and_sum() {
+        let st = store();
+        let e = Engine::default();
+        let res = block(e.instant_query(&st, "t", "sum(rate(http_requests_total[5m]))", 600_000)).expect("ok");
+        match res.value {
+            Value::Vector(v) => {
+                assert_eq!(v.len(), 1);
+                assert!((v[0].v - 3.0).abs() < 1e-9);
+                assert!(v[0].labels.is_empty());
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn range_query_rejects_matrix() {
+        let st = store();
+        let e = Engine::default();
+        let err = block(e.range_query(&st, "t", "http_requests_total[5m]", 0, 60_000, 1000)).expect_err("fails");
+        assert_eq!(
+            err.to_string(),
+            "invalid expression type \"range vector\" for range query, must be Scalar or instant Vector"
+        );
+        assert_eq!(err.error_type(), "bad_data");
+    }
+
+    #[test]
+    fn range_query_steps() {
+        let st = store();
+        let e = Engine::default();
+        let res = block(e.range_query(&st, "t", "http_requests_total{job=\"a\"} * 2", 0, 120_000, 60_000)).expect("ok");
+        let Value::Matrix(m) = res.value else { panic!("matrix expected") };
+        assert_eq!(m.len(), 1);
+        assert_eq!(m[0].labels.metric_name(), None);
+        assert_eq!(m[0].samples.iter().map(|s| s.v).collect::<Vec<_>>(), vec![0.0, 120.0, 240.0]);
+    }
+
+    #[test]
+    fn parse_errors_are_bad_data() {
+        let st = store();
+        let e = Engine::default();
+        let err = block(e.instant_query(&st, "t", "sum(", 0)).expect_err("fails");
+        assert_eq!(err.error_type(), "bad_data");
+    }
+}

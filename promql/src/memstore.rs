@@ -1,0 +1,91 @@
+//! An in-memory [`Select`] implementation, for tests of this crate and of
+//! crates built on it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+
+use strata_model::{BoxFuture, Labels, Matcher, Sample, Select, SelectError, Series};
+
+/// Series per tenant, kept in memory, sorted by labels.
+#[derive(Debug, Default)]
+pub struct MemStore {
+    tenants: RwLock<HashMap<String, BTreeMap<Labels, Vec<Sample>>>>,
+}
+
+impl MemStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds samples to a series; a sample at an existing timestamp replaces it.
+    pub fn add(&self, tenant: &str, labels: Labels, samples: impl IntoIterator<Item = Sample>) {
+        let mut map = self.tenants.write().unwrap_or_else(|e| e.into_inner());
+        let series = map.entry(tenant.to_owned()).or_default().entry(labels).or_default();
+        for s in samples {
+            match series.binary_search_by(|x| x.t.cmp(&s.t)) {
+                Ok(i) => series[i] = s,
+                Err(i) => series.insert(i, s),
+            }
+        }
+    }
+
+    /// Drops everything.
+    pub fn clear(&self) {
+        self.tenants.write().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// Number of series of `tenant`.
+    pub fn series_count(&self, tenant: &str) -> usize {
+        self.tenants.read().unwrap_or_else(|e| e.into_inner()).get(tenant).map_or(0, BTreeMap::len)
+    }
+
+    fn select_sync(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+        let map = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(series) = map.get(tenant) else {
+            return Vec::new();
+        };
+        series
+            .iter()
+            .filter(|(labels, _)| matchers.iter().all(|m| m.matches_labels(labels)))
+            .filter_map(|(labels, samples)| {
+                let lo = samples.partition_point(|s| s.t < mint);
+                let hi = samples.partition_point(|s| s.t <= maxt);
+                (lo < hi).then(|| Series { labels: labels.clone(), samples: samples[lo..hi].to_vec() })
+            })
+            .collect()
+    }
+}
+
+impl Select for MemStore {
+    fn select<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
+        let out = self.select_sync(tenant, matchers, mint, maxt);
+        Box::pin(async move { Ok(out) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selects_by_matchers_and_time() {
+        let st = MemStore::new();
+        let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]).expect("labels");
+        let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]).expect("labels");
+        st.add("t", a.clone(), [Sample::new(0, 1.0), Sample::new(10, 2.0), Sample::new(20, 3.0)]);
+        st.add("t", b, [Sample::new(30, 1.0)]);
+        let got = st.select_sync("t", &[Matcher::equal("job", "a")], 5, 20);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].labels, a);
+        assert_eq!(got[0].samples, vec![Sample::new(10, 2.0), Sample::new(20, 3.0)]);
+        assert!(st.select_sync("t", &[Matcher::equal("job", "b")], 0, 20).is_empty());
+        assert!(st.select_sync("other", &[], 0, 100).is_empty());
+    }
+}

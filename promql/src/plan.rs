@@ -1,0 +1,196 @@
+//! Before evaluation: find every selector of a query, work out the time
+//! range it needs (widened by lookback, ranges, offsets, subqueries and
+//! `@`), and fetch its series once.
+
+use std::collections::HashMap;
+
+use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
+use promql_parser::parser::{Expr, VectorSelector};
+use strata_model::{METRIC_NAME, MatchOp, Matcher, Select, Series};
+
+use crate::eval::{SelectorData, dur_ms, offset_ms, selector_key, system_time_ms};
+use crate::value::PromqlError;
+
+/// A selector to fetch and the time range it needs.
+pub(crate) struct Fetch<'e> {
+    /// The node.
+    pub vs: &'e VectorSelector,
+    /// Earliest sample time needed, ms.
+    pub mint: i64,
+    /// Latest sample time needed, ms.
+    pub maxt: i64,
+}
+
+#[derive(Clone, Copy)]
+struct PathState {
+    subq_offset: i64,
+    subq_range: i64,
+    subq_at: Option<i64>,
+}
+
+/// The query's bounds and settings needed to size the fetches.
+pub(crate) struct PlanCtx {
+    /// Query start, ms.
+    pub start: i64,
+    /// Query end, ms.
+    pub end: i64,
+    /// Lookback delta, ms.
+    pub lookback: i64,
+}
+
+fn at_of(at: Option<&promql_parser::parser::AtModifier>, ctx: &PlanCtx) -> Option<i64> {
+    use promql_parser::parser::AtModifier;
+    at.map(|a| match a {
+        AtModifier::Start => ctx.start,
+        AtModifier::End => ctx.end,
+        AtModifier::At(t) => system_time_ms(*t),
+    })
+}
+
+/// Lists the selectors of `e` with their time ranges.
+pub(crate) fn collect<'e>(e: &'e Expr, ctx: &PlanCtx) -> Vec<Fetch<'e>> {
+    let mut out = Vec::new();
+    walk(e, ctx, PathState { subq_offset: 0, subq_range: 0, subq_at: None }, 0, &mut out);
+    out
+}
+
+fn walk<'e>(e: &'e Expr, ctx: &PlanCtx, st: PathState, eval_range: i64, out: &mut Vec<Fetch<'e>>) {
+    match e {
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                walk(p, ctx, st, 0, out);
+            }
+            walk(&a.expr, ctx, st, 0, out);
+        }
+        Expr::Unary(u) => walk(&u.expr, ctx, st, 0, out),
+        Expr::Binary(b) => {
+            walk(&b.lhs, ctx, st, 0, out);
+            walk(&b.rhs, ctx, st, 0, out);
+        }
+        Expr::Paren(p) => walk(&p.expr, ctx, st, eval_range, out),
+        Expr::Subquery(sq) => {
+            let off = offset_ms(sq.offset.as_ref());
+            let range = dur_ms(sq.range);
+            let next = match at_of(sq.at.as_ref(), ctx) {
+                Some(at) => PathState { subq_offset: off, subq_range: range, subq_at: Some(at) },
+                None => PathState {
+                    subq_offset: st.subq_offset + off,
+                    subq_range: st.subq_range + range,
+                    subq_at: st.subq_at,
+                },
+            };
+            walk(&sq.expr, ctx, next, 0, out);
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::Extension(_) => {}
+        Expr::VectorSelector(vs) => out.push(fetch_for(vs, ctx, st, eval_range)),
+        Expr::MatrixSelector(ms) => out.push(fetch_for(&ms.vs, ctx, st, dur_ms(ms.range))),
+        Expr::Call(c) => {
+            for a in &c.args.args {
+                walk(a, ctx, st, 0, out);
+            }
+        }
+    }
+}
+
+fn fetch_for<'e>(vs: &'e VectorSelector, ctx: &PlanCtx, st: PathState, eval_range: i64) -> Fetch<'e> {
+    let (mut start, mut end) = match st.subq_at {
+        Some(at) => (at, at),
+        None => (ctx.start, ctx.end),
+    };
+    if let Some(at) = at_of(vs.at.as_ref(), ctx) {
+        start = at;
+        end = at;
+    } else {
+        start = start - st.subq_offset - st.subq_range;
+        end -= st.subq_offset;
+    }
+    if eval_range == 0 {
+        start -= ctx.lookback - 1;
+    } else {
+        start -= eval_range - 1;
+    }
+    let off = offset_ms(vs.offset.as_ref());
+    Fetch { vs, mint: start - off, maxt: end - off }
+}
+
+fn convert_matcher(m: &PMatcher) -> Result<Matcher, PromqlError> {
+    let op = match m.op {
+        PMatchOp::Equal => MatchOp::Equal,
+        PMatchOp::NotEqual => MatchOp::NotEqual,
+        PMatchOp::Re(_) => MatchOp::Regex,
+        PMatchOp::NotRe(_) => MatchOp::NotRegex,
+    };
+    Matcher::new(op, m.name.clone(), m.value.clone()).map_err(|e| PromqlError::Parse(e.to_string()))
+}
+
+/// The matcher sets of a selector: one per `or` alternative.
+pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, PromqlError> {
+    let name = vs.name.as_ref().map(|n| Matcher::equal(METRIC_NAME, n.clone()));
+    let mut groups: Vec<&[PMatcher]> = Vec::new();
+    if vs.matchers.or_matchers.is_empty() {
+        groups.push(&vs.matchers.matchers);
+    } else {
+        groups.extend(vs.matchers.or_matchers.iter().map(Vec::as_slice));
+        if !vs.matchers.matchers.is_empty() {
+            groups.push(&vs.matchers.matchers);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|g| {
+            let mut ms: Vec<Matcher> = name.iter().cloned().collect();
+            for m in g {
+                ms.push(convert_matcher(m)?);
+            }
+            Ok(ms)
+        })
+        .collect()
+}
+
+/// Fetches every selector's series.
+pub(crate) async fn fetch_all(
+    store: &dyn Select,
+    tenant: &str,
+    fetches: &[Fetch<'_>],
+) -> Result<HashMap<usize, SelectorData>, PromqlError> {
+    let mut data = HashMap::with_capacity(fetches.len());
+    for f in fetches {
+        let sets = matcher_sets(f.vs)?;
+        let mut series: Vec<Series> = Vec::new();
+        for set in &sets {
+            let got =
+                store.select(tenant, set, f.mint, f.maxt).await.map_err(|e| PromqlError::Storage(e.to_string()))?;
+            series.extend(got);
+        }
+        if sets.len() > 1 {
+            series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            series.dedup_by(|a, b| a.labels == b.labels);
+        }
+        data.insert(selector_key(f.vs), SelectorData::new(series));
+    }
+    Ok(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges_account_for_lookback_range_and_offset() {
+        let e = promql_parser::parser::parse("rate(a[5m] offset 1m) + b").expect("parses");
+        let ctx = PlanCtx { start: 1_000_000, end: 2_000_000, lookback: 300_000 };
+        let f = collect(&e, &ctx);
+        assert_eq!(f.len(), 2);
+        assert_eq!((f[0].mint, f[0].maxt), (1_000_000 - 300_000 + 1 - 60_000, 2_000_000 - 60_000));
+        assert_eq!((f[1].mint, f[1].maxt), (1_000_000 - 300_000 + 1, 2_000_000));
+    }
+
+    #[test]
+    fn subquery_widens_range() {
+        let e = promql_parser::parser::parse("max_over_time(a[10m:1m] offset 1m)").expect("parses");
+        let ctx = PlanCtx { start: 1_000_000, end: 1_000_000, lookback: 300_000 };
+        let f = collect(&e, &ctx);
+        assert_eq!(f[0].mint, 1_000_000 - 60_000 - 600_000 - 300_000 + 1);
+        assert_eq!(f[0].maxt, 1_000_000 - 60_000);
+    }
+}

@@ -85,12 +85,11 @@ fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
 /// `error: line 5 column 5: unknown field` → `unknown field` (the location is printed by us).
 fn strip_location_prefix(msg: &str) -> &str {
     let msg = msg.strip_prefix("error: ").unwrap_or(msg);
-    if let Some(rest) = msg.strip_prefix("line ") {
-        if let Some((loc, tail)) = rest.split_once(": ") {
-            if loc.split(" column ").all(|n| n.bytes().all(|b| b.is_ascii_digit())) {
-                return tail;
-            }
-        }
+    if let Some(rest) = msg.strip_prefix("line ")
+        && let Some((loc, tail)) = rest.split_once(": ")
+        && loc.split(" column ").all(|n| n.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return tail;
     }
     msg
 }

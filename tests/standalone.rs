@@ -135,6 +135,31 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     out
 }
 
+/// Runs `strata standalone` with `config`; (exited successfully or kept
+/// running for 20 s, stderr). A config it accepts would keep it running.
+fn run_with_config(config: &std::path::Path, dir: &std::path::Path) -> Result<(bool, String)> {
+    let mut child = Command::new(strata_bin())
+        .args(["standalone", &format!("--config.file={}", config.display())])
+        .arg(format!("--storage.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let accepted = loop {
+        if let Some(status) = child.try_wait()? {
+            break status.success();
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill()?;
+            break true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let out = child.wait_with_output()?;
+    Ok((accepted, String::from_utf8_lossy(&out.stderr).into_owned()))
+}
+
 #[tokio::test]
 async fn malformed_config_fails_naming_the_line() -> Result<()> {
     let dir = tempfile::tempdir()?;
@@ -143,13 +168,8 @@ async fn malformed_config_fails_naming_the_line() -> Result<()> {
         &config,
         "global:\n  scrape_interval: 15s\nscrape_configs:\n  - job_name: x\n    scrape_intervall: 5s\n",
     )?;
-    let out = Command::new(strata_bin())
-        .args(["standalone", &format!("--config.file={}", config.display())])
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .output()?;
-    assert!(!out.status.success(), "strata accepted a malformed config");
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = run_with_config(&config, dir.path())?;
+    assert!(!ok, "strata accepted a malformed config");
     assert!(stderr.contains("bad.yml:5:"), "error does not name line 5: {stderr}");
     assert!(stderr.contains("scrape_intervall"), "error does not name the field: {stderr}");
 
@@ -158,13 +178,8 @@ async fn malformed_config_fails_naming_the_line() -> Result<()> {
         &config,
         "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n  - job_name: a\n    static_configs:\n      - targets: ['no-port']\n",
     )?;
-    let out = Command::new(strata_bin())
-        .args(["standalone", &format!("--config.file={}", config.display())])
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{}", free_port()))
-        .output()?;
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, stderr) = run_with_config(&config, dir.path())?;
+    assert!(!ok, "strata accepted a malformed config");
     for line in ["bad.yml:4:", "bad.yml:5:", "bad.yml:7:"] {
         assert!(stderr.contains(line), "missing {line}: {stderr}");
     }

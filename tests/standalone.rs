@@ -187,7 +187,7 @@ async fn malformed_config_fails_naming_the_line() -> Result<()> {
 }
 
 #[tokio::test]
-async fn malformed_query_is_bad_data() -> Result<()> {
+async fn default_mode_scrapes_itself_and_refuses_bad_queries() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let _strata = Proc::spawn(
@@ -216,5 +216,15 @@ async fn malformed_query_is_bad_data() -> Result<()> {
     assert_eq!((status, body["errorType"].as_str()), (400, Some("bad_data")), "{body}");
     // Still serving after bad input.
     assert!(api.ready().await);
+
+    // With no config file, Strata scrapes its own /metrics as job="strata".
+    let instance = format!("127.0.0.1:{port}");
+    let up = eventually("self-scrape up == 1", Duration::from_secs(40), || async {
+        api.scalar_of(&format!(r#"up{{job="strata",instance="{instance}"}}"#)).await
+    })
+    .await?;
+    assert_eq!(up, 1.0);
+    let own = api.query(r#"strata_head_samples_appended_total{job="strata"}"#).await?;
+    assert_eq!(own.len(), 1, "own metrics are scraped: {own:?}");
     Ok(())
 }

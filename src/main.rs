@@ -29,7 +29,7 @@ enum Role {
     Standalone(StandaloneArgs),
     /// Discover and scrape targets (health endpoints only for now).
     Collector(ServeArgs),
-    /// Ingest log, head and blocks (health endpoints only for now).
+    /// Remote write into the ingest log, head and blocks (the distributed paths come later).
     Aggregator(AggregatorArgs),
     /// The Prometheus HTTP API (health endpoints only for now).
     Querier(ServeArgs),

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_aggregator::LocalStorage;
+use strata_aggregator::remote_write::{RemoteWriteLimits, remote_write_router};
 use strata_collector::config::{ScrapeJob, Target};
 use strata_collector::scrape::{ScrapeDeps, ScrapeManager};
 use strata_common::{Clock, Readiness, Telemetry, admin_router, serve_http};
@@ -59,18 +60,14 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
             timeout: args.query_timeout.0,
         },
     };
-    let router = api_router(querier).merge(admin_router(telemetry.clone(), readiness.clone()));
+    let appender: Arc<dyn Append> = Arc::new(storage.clone());
+    let router = api_router(querier)
+        .merge(remote_write_router(Arc::clone(&appender), RemoteWriteLimits::default(), &telemetry))
+        .merge(admin_router(telemetry.clone(), readiness.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scrapes = ScrapeManager::new(
-        jobs,
-        ScrapeDeps {
-            appender: Arc::new(storage.clone()) as Arc<dyn Append>,
-            clock,
-            telemetry,
-            tenant: DEFAULT_TENANT.to_owned(),
-        },
-    )?;
+    let scrapes =
+        ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
     let scrape_task = tokio::spawn(scrapes.run(stop_rx.clone()));
     let flush_task = tokio::spawn(storage.clone().run_flusher(stop_rx));
 

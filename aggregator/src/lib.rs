@@ -8,13 +8,17 @@
 //!   the head into Parquet blocks.
 //! - [`config`]: the storage settings and their validation.
 //!
-//! [`serve`] runs the aggregator role on its own (health and metrics for now;
-//! the distributed ingest paths come with the distributed-mode work).
+//! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
+//!
+//! [`serve`] runs the aggregator role on its own: remote write into local
+//! storage, flushing, health and metrics (the distributed ingest paths come
+//! with the distributed-mode work).
 
 pub mod config;
 pub mod error;
 pub mod head;
 mod metrics;
+pub mod remote_write;
 pub mod storage;
 pub mod wal;
 
@@ -51,7 +55,13 @@ pub async fn serve(
     readiness.set_ready();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let flusher = tokio::spawn(storage.clone().run_flusher(stop_rx));
-    serve_http(listener, admin_router(deps.telemetry, readiness), shutdown).await.map_err(AggregatorError::Serve)?;
+    let router = remote_write::remote_write_router(
+        std::sync::Arc::new(storage.clone()),
+        remote_write::RemoteWriteLimits::default(),
+        &deps.telemetry,
+    )
+    .merge(admin_router(deps.telemetry, readiness));
+    serve_http(listener, router, shutdown).await.map_err(AggregatorError::Serve)?;
     let _ = stop_tx.send(true);
     let _ = flusher.await;
     Ok(())

@@ -14,6 +14,8 @@ pub mod ingest {
     }
 }
 
+pub mod remote_write;
+
 use strata_model::{Labels, ModelError, Sample, TimeSeries, WriteBatch};
 
 impl From<&WriteBatch> for ingest::v1::WriteBatch {

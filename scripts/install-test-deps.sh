@@ -5,6 +5,9 @@ set -euo pipefail
 
 need=()
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
+# Prometheus 2.42 and promtool: the reference for PromQL, relabeling and remote write.
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
@@ -12,5 +15,7 @@ fi
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 echo "installing test dependencies: ${need[*]}"
+# shellcheck disable=SC2207
+need=($(printf '%s\n' "${need[@]}" | sort -u))
 $SUDO apt-get update -qq
 DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,0 +1,24 @@
+//! Strata's distributed ingest log on NATS JetStream.
+//!
+//! Series hash to a fixed number of logical shards ([`shard`]); each shard is
+//! one subject (`<prefix>.<shard>`) of one JetStream stream with file
+//! storage ([`stream`]). Writers publish a [`strata_model::WriteBatch`] per
+//! shard and acknowledge their caller only after JetStream acknowledged every
+//! part ([`publisher::JetStreamAppender`], itself an [`strata_model::Append`]).
+//! Aggregators read their shards through durable pull consumers and hand
+//! each batch to their own `Append` before acknowledging the message
+//! ([`consumer`]), so a restarted aggregator resumes where it left off and
+//! nothing acknowledged is lost.
+
+pub mod config;
+pub mod consumer;
+pub mod error;
+pub mod publisher;
+pub mod shard;
+pub mod stream;
+
+pub use config::{NatsConfig, NatsSettings};
+pub use consumer::{ConsumerStats, ShardConsumer};
+pub use error::IngestError;
+pub use publisher::JetStreamAppender;
+pub use shard::{shard_of, split_by_shard};

@@ -133,3 +133,23 @@ impl ShardConsumer {
         }
     }
 }
+
+/// Runs one consumer per shard in `shards` (named after `instance`) into
+/// `sink` until `stop` turns true.
+pub async fn run_shards(
+    js: &Context,
+    settings: &NatsSettings,
+    instance: &str,
+    shards: &[u32],
+    sink: Arc<dyn Append>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), IngestError> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for &shard in shards {
+        let consumer = ShardConsumer::open(js, settings, instance, shard, Arc::clone(&sink)).await?;
+        tasks.spawn(consumer.run(stop.clone()));
+    }
+    tracing::info!(instance, shards = shards.len(), "consuming ingest shards");
+    while tasks.join_next().await.is_some() {}
+    Ok(())
+}

@@ -10,6 +10,7 @@
 //! ([`consumer`]), so a restarted aggregator resumes where it left off and
 //! nothing acknowledged is lost.
 
+pub mod assign;
 pub mod config;
 pub mod consumer;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod publisher;
 pub mod shard;
 pub mod stream;
 
+pub use assign::Assignment;
 pub use config::{NatsConfig, NatsSettings};
 pub use consumer::{ConsumerStats, ShardConsumer};
 pub use error::IngestError;

@@ -11,6 +11,12 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # NATS with JetStream: the distributed ingest log.
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 
+# DuckDB (Python) reads our Parquet blocks in the storage-format test.
+if ! python3 -c 'import duckdb' >/dev/null 2>&1; then
+  echo "installing test dependency: duckdb (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check duckdb
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

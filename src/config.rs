@@ -58,7 +58,13 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         file: file.clone(),
         problems: vec![Problem { line: 0, column: 0, message: format!("cannot read: {e}") }],
     })?;
-    parse(&file, &text)
+    let mut config = parse(&file, &text)?;
+    // Relative file paths in the config are relative to its directory, as in Prometheus.
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    for job in &mut config.scrape_jobs {
+        job.resolve_paths(dir);
+    }
+    Ok(config)
 }
 
 /// Parses and validates config text; `file` names it in errors.

@@ -33,6 +33,19 @@ enum Role {
     Aggregator(AggregatorArgs),
     /// The Prometheus HTTP API (health endpoints only for now).
     Querier(ServeArgs),
+    /// Write OpenMetrics text with timestamps (samples of any age) into blocks.
+    Import(ImportArgs),
+}
+
+#[derive(Debug, Args)]
+struct ImportArgs {
+    #[command(flatten)]
+    storage: StorageArgs,
+    /// Tenant the samples belong to.
+    #[arg(long = "tenant", default_value = strata_model::DEFAULT_TENANT)]
+    tenant: String,
+    /// OpenMetrics file with a timestamp on every sample (`-` for stdin).
+    file: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -53,6 +66,12 @@ struct StorageArgs {
     /// How often the head is checked for a range to flush.
     #[arg(long = "storage.flush-interval", default_value = "1m", hide = true)]
     flush_interval: PromDuration,
+    /// Time range blocks are compacted into (at least the block duration).
+    #[arg(long = "storage.tsdb.max-block-duration", default_value = "24h", hide = true)]
+    compaction_range: PromDuration,
+    /// Delete blocks whose newest sample is older than this (`0`: keep forever).
+    #[arg(long = "storage.tsdb.retention.time", default_value = "0")]
+    retention: PromDuration,
 }
 
 impl StorageArgs {
@@ -60,6 +79,8 @@ impl StorageArgs {
         let mut c = strata_aggregator::StorageConfig::with_path(&self.path);
         c.block_duration = self.block_duration;
         c.flush_interval = self.flush_interval;
+        c.compaction_range = PromDuration(self.compaction_range.0.max(self.block_duration.0));
+        c.retention = self.retention;
         c.validate().map_err(|errs| anyhow::anyhow!("invalid storage flags:\n  {}", errs.join("\n  ")))
     }
 }
@@ -132,6 +153,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
             strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, shutdown_signal()).await?;
             Ok(())
         }
+        Role::Import(args) => import(args).await,
         Role::Collector(args) | Role::Querier(args) => {
             // These roles run on their own once the distributed issue lands; until
             // then they start and serve their admin endpoints.
@@ -144,6 +166,41 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `strata import`: parses the whole file first, a piece at a time (a
+/// malformed file writes nothing), then writes one block per block range;
+/// progress on stderr.
+async fn import(args: ImportArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use strata_aggregator::import::Progress;
+    let settings = args.storage.settings()?;
+    let input: Box<dyn std::io::BufRead + Send> = if args.file.as_os_str() == "-" {
+        Box::new(std::io::BufReader::with_capacity(1 << 20, std::io::stdin()))
+    } else {
+        let f = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
+        Box::new(std::io::BufReader::with_capacity(1 << 20, f))
+    };
+    let blocks = strata_aggregator::import::open_block_dir(&settings.blocks_dir).await?;
+    let started = std::time::Instant::now();
+    let mut progress = |p: Progress| match p {
+        Progress::Parsed { samples } => eprintln!("parsed {samples} samples"),
+        Progress::Block { done, total, meta } => eprintln!(
+            "block {done}/{total} written: {} ({} series, {} samples, {} bytes)",
+            meta.ulid,
+            meta.num_series,
+            meta.num_samples,
+            meta.samples_bytes + meta.series_bytes
+        ),
+    };
+    let what = || format!("importing {}", args.file.display());
+    let parsed = strata_aggregator::import::parse_reader(input, &mut progress).with_context(what)?;
+    let summary =
+        strata_aggregator::import::write(&blocks, &args.tenant, parsed, settings.block_duration_ms, &mut progress)
+            .await
+            .with_context(what)?;
+    eprintln!("{summary} in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
 }
 
 /// Resolves on SIGINT or SIGTERM.

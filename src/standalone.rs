@@ -8,8 +8,9 @@ use std::time::Duration;
 use anyhow::Context;
 use strata_aggregator::LocalStorage;
 use strata_aggregator::remote_write::{RemoteWriteLimits, remote_write_router};
-use strata_collector::config::{ScrapeJob, Target};
+use strata_collector::config::ScrapeJob;
 use strata_collector::scrape::{ScrapeDeps, ScrapeManager};
+use strata_collector::status::{GlobalUrlOptions, status_router};
 use strata_common::{Clock, Readiness, Telemetry, admin_router, serve_http};
 use strata_model::{Append, DEFAULT_TENANT, Labels, Select};
 use strata_querier::{QuerierDeps, QuerierSettings, api_router};
@@ -20,20 +21,71 @@ use crate::StandaloneArgs;
 fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
     let address =
         if listen.ip().is_unspecified() { format!("localhost:{}", listen.port()) } else { listen.to_string() };
-    let labels = Labels::from_pairs([("job", "strata"), ("instance", address.as_str())]).unwrap_or_default();
-    ScrapeJob {
-        job_name: "strata".into(),
-        interval: Duration::from_secs(15),
-        timeout: Duration::from_secs(10),
-        metrics_path: "/metrics".into(),
-        scheme: "http".into(),
-        params: Default::default(),
-        honor_labels: false,
-        honor_timestamps: true,
-        sample_limit: 0,
-        body_size_limit: 0,
-        targets: vec![Target { address, labels }],
+    ScrapeJob::new("strata", Duration::from_secs(15), Duration::from_secs(10))
+        .with_static_targets([address.as_str()], Labels::empty())
+}
+
+/// How `/api/v1/targets` turns loopback scrape URLs into `globalUrl`: this
+/// machine's host name, as Prometheus' default external URL has it.
+fn global_url_options(listen: SocketAddr) -> GlobalUrlOptions {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    GlobalUrlOptions { listen_port: listen.port(), scheme: "http".into(), host: format!("{host}:{}", listen.port()) }
+}
+
+/// Re-reads the config file on SIGHUP, as Prometheus does: a valid file
+/// replaces the scrape jobs (unchanged jobs keep running); an invalid one is
+/// logged and the running configuration stays.
+async fn reload_on_sighup(
+    path: std::path::PathBuf,
+    reload: tokio::sync::mpsc::Sender<Vec<ScrapeJob>>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {}
+                _ = stop.changed() => return,
+            }
+            match crate::config::load(&path) {
+                Ok(config) => {
+                    if reload.send(config.scrape_jobs).await.is_err() {
+                        return;
+                    }
+                    tracing::info!(file = %path.display(), "configuration reloaded");
+                }
+                Err(e) => tracing::error!(error = %e, "reloading the configuration failed; keeping the running one"),
+            }
+        }
     }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, reload, stop.changed().await);
+    }
+}
+
+/// The flags of `strata standalone`, named as on the command line, for
+/// `/api/v1/status/flags`.
+fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
+    let config = args.config_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+    [
+        ("config.file", config),
+        ("web.listen-address", args.serve.listen.to_string()),
+        ("storage.path", args.storage.path.display().to_string()),
+        ("storage.tsdb.min-block-duration", args.storage.block_duration.to_string()),
+        ("storage.flush-interval", args.storage.flush_interval.to_string()),
+        ("query.lookback-delta", args.lookback_delta.to_string()),
+        ("query.timeout", args.query_timeout.to_string()),
+        ("query.max-samples", args.max_samples.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect()
 }
 
 pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
@@ -59,15 +111,21 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
             max_samples: args.max_samples,
             timeout: args.query_timeout.0,
         },
+        flags: flags(&args),
     };
     let appender: Arc<dyn Append> = Arc::new(storage.clone());
     let router = api_router(querier)
         .merge(remote_write_router(Arc::clone(&appender), RemoteWriteLimits::default(), &telemetry))
-        .merge(admin_router(telemetry.clone(), readiness.clone()));
+        .merge(admin_router(telemetry.clone(), readiness.clone()))
+        .merge(strata_aggregator::http::router(storage.clone()));
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let scrapes =
+    let mut scrapes =
         ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
+    let router = router.merge(status_router(scrapes.status(), global_url_options(args.serve.listen)));
+    if let Some(path) = args.config_file.clone() {
+        tokio::spawn(reload_on_sighup(path, scrapes.reloader(), stop_rx.clone()));
+    }
     let scrape_task = tokio::spawn(scrapes.run(stop_rx.clone()));
     let flush_task = tokio::spawn(storage.clone().run_flusher(stop_rx));
 

@@ -173,10 +173,11 @@ async fn malformed_config_fails_naming_the_line() -> Result<()> {
     assert!(stderr.contains("bad.yml:5:"), "error does not name line 5: {stderr}");
     assert!(stderr.contains("scrape_intervall"), "error does not name the field: {stderr}");
 
-    // Several problems are reported at once.
+    // Several problems are reported at once. (A target needs no port, as in
+    // Prometheus 3; a URL is not a target.)
     std::fs::write(
         &config,
-        "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n  - job_name: a\n    static_configs:\n      - targets: ['no-port']\n",
+        "scrape_configs:\n  - job_name: a\n    scrape_interval: 5s\n    scrape_timeout: 10s\n  - job_name: a\n    static_configs:\n      - targets: ['http://no-port/']\n",
     )?;
     let (ok, stderr) = run_with_config(&config, dir.path())?;
     assert!(!ok, "strata accepted a malformed config");

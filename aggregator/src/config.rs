@@ -20,6 +20,15 @@ pub struct StorageConfig {
     /// Ingest log segment size before a new segment is started.
     #[serde(default = "default_segment_bytes")]
     pub segment_max_bytes: u64,
+    /// Time range blocks are compacted into once the range is complete.
+    #[serde(default = "default_compaction_range")]
+    pub compaction_range: strata_common::PromDuration,
+    /// Blocks whose newest sample is older than this are deleted (0: keep forever).
+    #[serde(default = "default_retention")]
+    pub retention: strata_common::PromDuration,
+    /// Per-tenant retention, overriding `retention`.
+    #[serde(default)]
+    pub tenant_retention: std::collections::BTreeMap<String, strata_common::PromDuration>,
 }
 
 fn default_block_duration() -> strata_common::PromDuration {
@@ -27,6 +36,12 @@ fn default_block_duration() -> strata_common::PromDuration {
 }
 fn default_flush_interval() -> strata_common::PromDuration {
     strata_common::PromDuration(Duration::from_secs(60))
+}
+fn default_retention() -> strata_common::PromDuration {
+    strata_common::PromDuration(Duration::ZERO)
+}
+fn default_compaction_range() -> strata_common::PromDuration {
+    strata_common::PromDuration(Duration::from_secs(24 * 3600))
 }
 const fn default_segment_bytes() -> u64 {
     128 << 20
@@ -40,6 +55,9 @@ impl StorageConfig {
             block_duration: default_block_duration(),
             flush_interval: default_flush_interval(),
             segment_max_bytes: default_segment_bytes(),
+            compaction_range: default_compaction_range(),
+            retention: default_retention(),
+            tenant_retention: Default::default(),
         }
     }
 
@@ -58,6 +76,12 @@ impl StorageConfig {
         if self.segment_max_bytes < 1 << 16 {
             errors.push(format!("segment size {} is below the minimum of 65536 bytes", self.segment_max_bytes));
         }
+        if self.compaction_range.0 < self.block_duration.0 {
+            errors.push(format!(
+                "compaction range {} is shorter than the block duration {}",
+                self.compaction_range, self.block_duration
+            ));
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -67,6 +91,9 @@ impl StorageConfig {
             block_duration_ms: self.block_duration.as_millis_i64(),
             flush_interval: self.flush_interval.0,
             segment_max_bytes: self.segment_max_bytes,
+            compaction_range_ms: self.compaction_range.as_millis_i64(),
+            retention_ms: self.retention.as_millis_i64(),
+            tenant_retention_ms: self.tenant_retention.iter().map(|(t, d)| (t.clone(), d.as_millis_i64())).collect(),
         })
     }
 }
@@ -84,6 +111,19 @@ pub struct StorageSettings {
     pub flush_interval: Duration,
     /// Ingest log segment size.
     pub segment_max_bytes: u64,
+    /// Compaction range in milliseconds.
+    pub compaction_range_ms: i64,
+    /// Retention in milliseconds; 0 keeps blocks forever.
+    pub retention_ms: i64,
+    /// Per-tenant retention in milliseconds, overriding `retention_ms`.
+    pub tenant_retention_ms: std::collections::BTreeMap<String, i64>,
+}
+
+impl StorageSettings {
+    /// The retention of `tenant` in milliseconds (0: forever).
+    pub fn retention_of(&self, tenant: &str) -> i64 {
+        self.tenant_retention_ms.get(tenant).copied().unwrap_or(self.retention_ms)
+    }
 }
 
 #[cfg(test)]

@@ -22,6 +22,14 @@ pub enum AggregatorError {
     /// The listen address is taken or not allowed.
     #[error("listen on {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    /// An import's input is malformed (nothing of it was written).
+    #[error("line {line}: {message}")]
+    Import {
+        /// The 1-based line of the input.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),

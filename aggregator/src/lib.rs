@@ -2,11 +2,15 @@
 //!
 //! - [`wal`]: the local ingest log (the write-ahead log of standalone mode).
 //! - [`head`]: recent samples in memory with an inverted index.
+//! - [`chunk`]: the head's compressed sample chunks.
 //! - [`storage`]: [`LocalStorage`], which puts them together: an
 //!   [`strata_model::Append`] that acknowledges after fsync, a
 //!   [`strata_model::Select`] over head and blocks, and the flusher that cuts
 //!   the head into Parquet blocks.
 //! - [`config`]: the storage settings and their validation.
+//! - [`import`] and [`export`]: OpenMetrics text with timestamps into blocks
+//!   and out of storage; [`http`] serves both.
+//! - [`synth`]: a deterministic node-exporter style dataset for measurements.
 //!
 //! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
 //!
@@ -14,12 +18,17 @@
 //! storage, flushing, health and metrics (the distributed ingest paths come
 //! with the distributed-mode work).
 
+pub mod chunk;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod head;
+pub mod http;
+pub mod import;
 mod metrics;
 pub mod remote_write;
 pub mod storage;
+pub mod synth;
 pub mod wal;
 
 pub use config::{StorageConfig, StorageSettings};

@@ -16,7 +16,9 @@ pub(crate) struct StorageMetrics {
     pub log_segments: Gauge,
     pub head_series: Gauge,
     pub head_samples: Gauge,
+    pub head_memory_bytes: Gauge,
     pub blocks_written: Counter,
+    pub blocks_compacted: Counter,
     pub flush_failures: Counter,
 }
 
@@ -32,7 +34,9 @@ impl StorageMetrics {
             log_segments: Gauge::default(),
             head_series: Gauge::default(),
             head_samples: Gauge::default(),
+            head_memory_bytes: Gauge::default(),
             blocks_written: Counter::default(),
+            blocks_compacted: Counter::default(),
             flush_failures: Counter::default(),
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
@@ -60,7 +64,17 @@ impl StorageMetrics {
         t.register("strata_ingest_log_segments", "Ingest log segment files", m.log_segments.clone());
         t.register("strata_head_series", "Series in the head", m.head_series.clone());
         t.register("strata_head_samples", "Samples in the head", m.head_samples.clone());
+        t.register(
+            "strata_head_memory_bytes",
+            "Bytes the head holds for series, labels, compressed chunks and the index",
+            m.head_memory_bytes.clone(),
+        );
         t.register("strata_blocks_written", "Blocks written to object storage", m.blocks_written.clone());
+        t.register(
+            "strata_blocks_compacted",
+            "Blocks written by compaction (each replacing several)",
+            m.blocks_compacted.clone(),
+        );
         t.register(
             "strata_block_flush_failures",
             "Failed attempts to flush the head into a block",

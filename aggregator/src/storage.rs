@@ -23,7 +23,8 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_block::{BlockMeta, BlockStore};
 use strata_model::{
-    Append, AppendError, AppendSummary, BoxFuture, Matcher, Select, SelectError, Series, WriteBatch, merge_series_sets,
+    Append, AppendError, AppendSummary, BoxFuture, Labels, Matcher, Select, SelectError, SelectHints, Series,
+    WriteBatch, merge_label_sets, merge_series_sets,
 };
 
 use crate::head::Head;
@@ -37,6 +38,7 @@ struct Inner {
     head: RwLock<Head>,
     blocks: Arc<BlockStore>,
     metrics: StorageMetrics,
+    clock: Arc<dyn strata_common::Clock>,
 }
 
 /// The local storage engine; cheap to clone.
@@ -96,10 +98,22 @@ impl LocalStorage {
         metrics.log_replayed_records.inc_by(stats.records);
         metrics.log_segments.set(i64::try_from(log.segment_count()).unwrap_or(i64::MAX));
         let this = Self {
-            inner: Arc::new(Inner { settings, log: Mutex::new(log), head: RwLock::new(head), blocks, metrics }),
+            inner: Arc::new(Inner {
+                settings,
+                log: Mutex::new(log),
+                head: RwLock::new(head),
+                blocks,
+                metrics,
+                clock: Arc::clone(&deps.clock),
+            }),
         };
         this.update_head_gauges();
         Ok(this)
+    }
+
+    /// The settings this storage was opened with.
+    pub fn settings(&self) -> &StorageSettings {
+        &self.inner.settings
     }
 
     /// The block store this storage flushes into.
@@ -120,9 +134,13 @@ impl LocalStorage {
     }
 
     fn update_head_gauges(&self) {
-        let s = self.head_read().stats();
+        let (s, memory) = {
+            let head = self.head_read();
+            (head.stats(), head.memory_bytes())
+        };
         self.inner.metrics.head_series.set(i64::try_from(s.series).unwrap_or(i64::MAX));
         self.inner.metrics.head_samples.set(i64::try_from(s.samples).unwrap_or(i64::MAX));
+        self.inner.metrics.head_memory_bytes.set(i64::try_from(memory).unwrap_or(i64::MAX));
     }
 
     fn append_blocking(&self, batch: WriteBatch) -> Result<AppendSummary, AppendError> {
@@ -197,6 +215,41 @@ impl LocalStorage {
         Ok(written)
     }
 
+    /// Compacts every tenant's blocks in complete compaction ranges (ranges
+    /// that end at or before the tenant's flush watermark, so no flush can add
+    /// to them); see [`BlockStore::compact`]. Returns the blocks written.
+    pub async fn compact(&self) -> Result<Vec<BlockMeta>, AggregatorError> {
+        let blocks = &self.inner.blocks;
+        let mut written = Vec::new();
+        for tenant in blocks.tenants() {
+            let Some(watermark) = blocks.flushed_until(&tenant) else { continue };
+            let metas = blocks.compact(&tenant, self.inner.settings.compaction_range_ms, watermark).await?;
+            self.inner.metrics.blocks_compacted.inc_by(metas.len() as u64);
+            written.extend(metas);
+        }
+        Ok(written)
+    }
+
+    /// Deletes every tenant's blocks older than its retention (whole blocks:
+    /// a block goes once its newest sample is past retention). Returns the
+    /// blocks deleted.
+    pub async fn apply_retention(&self) -> Result<Vec<BlockMeta>, AggregatorError> {
+        let now = self.inner.clock.now_ms();
+        let mut deleted = Vec::new();
+        for tenant in self.inner.blocks.tenants() {
+            let keep = self.inner.settings.retention_of(&tenant);
+            if keep <= 0 {
+                continue;
+            }
+            let metas = self.inner.blocks.apply_retention(&tenant, now.saturating_sub(keep)).await?;
+            for m in &metas {
+                tracing::info!(tenant = %tenant, ulid = %m.ulid, max_time = m.max_time, "block past retention deleted");
+            }
+            deleted.extend(metas);
+        }
+        Ok(deleted)
+    }
+
     fn log_error(&self, source: std::io::Error) -> AggregatorError {
         AggregatorError::IngestLog { path: self.inner.settings.wal_dir.display().to_string(), source }
     }
@@ -213,6 +266,11 @@ impl LocalStorage {
             if let Err(e) = self.flush().await {
                 self.inner.metrics.flush_failures.inc();
                 tracing::error!(error = %e, "flushing the head failed; will retry");
+            } else if let Err(e) = self.compact().await {
+                tracing::error!(error = %e, "compacting blocks failed; will retry");
+            }
+            if let Err(e) = self.apply_retention().await {
+                tracing::error!(error = %e, "deleting blocks past retention failed; will retry");
             }
         }
     }
@@ -230,18 +288,37 @@ impl Append for LocalStorage {
 }
 
 impl Select for LocalStorage {
-    fn select<'a>(
+    fn select_with<'a>(
         &'a self,
         tenant: &'a str,
         matchers: &'a [Matcher],
         mint: i64,
         maxt: i64,
+        hints: SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         Box::pin(async move {
-            // Head first, then blocks: see the module docs.
-            let head = self.head_read().select(tenant, matchers, mint, maxt);
-            let blocks = self.inner.blocks.select(tenant, matchers, mint, maxt).await?;
+            // Head first, then blocks: see the module docs. The blocks get what
+            // the head left of the budget (samples in both count twice, which
+            // only happens briefly around a flush).
+            let head = self.head_read().select_with(tenant, matchers, mint, maxt, hints)?;
+            let loaded: usize = head.iter().map(|s| s.samples.len()).sum();
+            let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
+            let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await?;
             Ok(merge_series_sets(vec![head, blocks]))
+        })
+    }
+
+    fn series<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        Box::pin(async move {
+            let head = self.head_read().series_labels(tenant, matchers, mint, maxt);
+            let blocks = self.inner.blocks.series(tenant, matchers, mint, maxt).await?;
+            Ok(merge_label_sets(vec![head, blocks]))
         })
     }
 }
@@ -298,6 +375,75 @@ mod tests {
         let after = all(&s).await;
         assert_eq!(after, before);
         assert_eq!(after.iter().map(|s| s.samples.len()).sum::<usize>(), 120);
+
+        // Label queries see head and blocks alike; the sample budget spans both.
+        let names = s.label_names("anonymous", &[], i64::MIN, i64::MAX).await.expect("names");
+        assert_eq!(names, ["__name__", "i"]);
+        let values = s.label_values("anonymous", "i", &[], 0, 5_000).await.expect("values");
+        assert_eq!(values, ["0", "1", "2"], "series flushed to a block");
+        assert_eq!(s.series("anonymous", &[Matcher::equal("i", "1")], 39_000, 39_000).await.expect("series").len(), 1);
+        let all_m = [Matcher::equal("__name__", "m")];
+        let over = s.select_with("anonymous", &all_m, i64::MIN, i64::MAX, SelectHints { max_samples: 119 }).await;
+        assert!(matches!(over, Err(SelectError::Limit(_))), "120 samples over a budget of 119");
+        let at = s.select_with("anonymous", &all_m, i64::MIN, i64::MAX, SelectHints { max_samples: 120 }).await;
+        assert_eq!(at.expect("at the limit").len(), 3);
+    }
+
+    #[tokio::test]
+    async fn complete_ranges_compact_and_survive_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let settings = || {
+            let mut c = StorageConfig::with_path(dir.path());
+            c.block_duration = strata_common::PromDuration(std::time::Duration::from_secs(10));
+            c.compaction_range = strata_common::PromDuration(std::time::Duration::from_secs(20));
+            c.validate().expect("valid")
+        };
+        let s = LocalStorage::open(settings(), deps()).await.expect("open");
+        for t in 0..40 {
+            s.append(batch(2, t * 1000)).await.expect("append");
+        }
+        let before = all(&s).await;
+        assert_eq!(s.flush().await.expect("flush").len(), 3);
+        // [0, 20 s) is complete (the watermark is 30 s); [20 s, 40 s) is not.
+        let compacted = s.compact().await.expect("compact");
+        assert_eq!(compacted.len(), 1);
+        assert_eq!((compacted[0].min_time, compacted[0].max_time, compacted[0].num_samples), (0, 19_000, 40));
+        assert_eq!(s.blocks().metas("anonymous").len(), 2);
+        assert_eq!(all(&s).await, before);
+        assert!(s.compact().await.expect("again").is_empty());
+        drop(s);
+        let s = LocalStorage::open(settings(), deps()).await.expect("reopen");
+        assert_eq!(all(&s).await, before);
+        assert_eq!(s.blocks().metas("anonymous").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn retention_deletes_whole_blocks_per_tenant() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = StorageConfig::with_path(dir.path());
+        c.block_duration = strata_common::PromDuration(std::time::Duration::from_secs(10));
+        c.retention = strata_common::PromDuration(std::time::Duration::from_secs(15));
+        c.tenant_retention.insert("keep".into(), strata_common::PromDuration(std::time::Duration::ZERO));
+        let clock = Arc::new(strata_common::ManualClock::new(40_000));
+        let d = Deps { telemetry: Telemetry::empty(), clock: Arc::clone(&clock) as Arc<dyn strata_common::Clock> };
+        let s = LocalStorage::open(c.validate().expect("valid"), d).await.expect("open");
+        for t in 0..40 {
+            s.append(batch(1, t * 1000)).await.expect("append");
+            let mut b = batch(1, t * 1000);
+            b.tenant = "keep".into();
+            s.append(b).await.expect("append");
+        }
+        assert_eq!(s.flush().await.expect("flush").len(), 6);
+        // Now 40 s, retention 15 s: blocks ending before 25 s go ([0, 10) and [10, 20)).
+        let deleted = s.apply_retention().await.expect("retention");
+        assert_eq!(
+            deleted.iter().map(|m| (m.tenant.as_str(), m.max_time)).collect::<Vec<_>>(),
+            [("anonymous", 9_000), ("anonymous", 19_000)]
+        );
+        assert_eq!(all(&s).await[0].samples.first().map(|p| p.t), Some(20_000));
+        assert_eq!(s.blocks().metas("keep").len(), 3);
+        clock.advance(1_000_000);
+        assert_eq!(s.apply_retention().await.expect("retention").len(), 1);
     }
 
     #[tokio::test]

@@ -28,10 +28,16 @@ pub enum BlockError {
         /// What is wrong.
         reason: String,
     },
+    /// A read would return more samples than its budget allows.
+    #[error("{}", strata_model::TOO_MANY_SAMPLES)]
+    TooManySamples,
 }
 
 impl From<BlockError> for strata_model::SelectError {
     fn from(e: BlockError) -> Self {
-        strata_model::SelectError::Storage(e.to_string())
+        match e {
+            BlockError::TooManySamples => strata_model::SelectError::too_many_samples(),
+            other => strata_model::SelectError::Storage(other.to_string()),
+        }
     }
 }

@@ -2,8 +2,10 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The block format version this code writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The block format version this code writes: 2 codes values as decimal
+/// mantissas (`mantissa` column, `exponent` per series) with raw doubles
+/// where that is not exact; 1 (still read) has only a `value` column.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Name of the samples file inside a block directory.
 pub const SAMPLES_FILE: &str = "samples.parquet";

@@ -2,10 +2,11 @@
 //! into exact row ranges of `samples.parquet` and reads only those pages.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::io::ObjectReader;
 use arrow::array::{Array, AsArray, MapArray};
-use arrow::datatypes::{Float64Type, Int64Type, UInt32Type, UInt64Type};
+use arrow::datatypes::{Float64Type, Int8Type, Int64Type, UInt32Type, UInt64Type};
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
@@ -14,8 +15,8 @@ use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
 use strata_model::matcher::matches_all;
 use strata_model::{Label, Labels, METRIC_NAME, Matcher, Sample, Series};
 
-use crate::BlockError;
 use crate::meta::{BlockMeta, SAMPLES_FILE, SERIES_FILE};
+use crate::{BlockError, decimal};
 
 /// One row of the series table.
 #[derive(Debug, Clone)]
@@ -25,6 +26,8 @@ struct SeriesEntry {
     num_rows: u32,
     min_time: i64,
     max_time: i64,
+    /// Decimals of the series' mantissas (format version 2; 0 before).
+    decimals: u32,
 }
 
 /// An opened block: its meta and series table in memory.
@@ -51,6 +54,10 @@ impl BlockReader {
             let rows = col("num_rows")?.as_primitive_opt::<UInt32Type>().ok_or_else(|| corrupt("num_rows"))?;
             let mins = col("min_time")?.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("min_time"))?;
             let maxs = col("max_time")?.as_primitive_opt::<Int64Type>().ok_or_else(|| corrupt("max_time"))?;
+            let exps = match meta.version {
+                1 => None,
+                _ => Some(col("exponent")?.as_primitive_opt::<Int8Type>().ok_or_else(|| corrupt("exponent"))?),
+            };
             let keys = labels.keys().as_string_opt::<i32>().ok_or_else(|| corrupt("label keys"))?;
             let values = labels.values().as_string_opt::<i32>().ok_or_else(|| corrupt("label values"))?;
             let offsets = labels.value_offsets();
@@ -71,6 +78,7 @@ impl BlockReader {
                     num_rows: rows.value(i),
                     min_time: mins.value(i),
                     max_time: maxs.value(i),
+                    decimals: exps.map_or(0, |e| u32::from(e.value(i).unsigned_abs())),
                 });
             }
         }
@@ -82,8 +90,34 @@ impl BlockReader {
         &self.meta
     }
 
-    /// Series matching `matchers` with samples in `[mint, maxt]`, sorted by labels.
-    pub async fn select(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Result<Vec<Series>, BlockError> {
+    /// Label sets of the series matching `matchers` with a sample in
+    /// `[mint, maxt]`, sorted. Answered from the series table in memory: no
+    /// sample is read.
+    pub fn series_labels(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
+        if !self.meta.overlaps(mint, maxt) {
+            return Vec::new();
+        }
+        let mut out: Vec<Labels> = self
+            .series
+            .iter()
+            .filter(|s| s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels))
+            .map(|s| s.labels.clone())
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Series matching `matchers` with samples in `[mint, maxt]`, sorted by
+    /// labels. Every sample kept is taken from `budget` (shared by the blocks
+    /// of one select); once it runs out the read stops with
+    /// [`BlockError::TooManySamples`], before the remaining pages are read.
+    pub async fn select(
+        &self,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        budget: &AtomicUsize,
+    ) -> Result<Vec<Series>, BlockError> {
         if !self.meta.overlaps(mint, maxt) {
             return Ok(Vec::new());
         }
@@ -109,17 +143,18 @@ impl BlockReader {
         }
         let path = Path::from(format!("{}/{SAMPLES_FILE}", self.meta.dir()));
         let reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
-        let stream = ParquetRecordBatchStreamBuilder::new(reader)
+        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
             .await?
             .with_row_selection(RowSelection::from(selectors))
             .build()?;
-        let batches: Vec<_> = stream.try_collect().await?;
 
         let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
         let mut out = Vec::with_capacity(hits.len());
         let mut hit_iter = hits.iter();
         let mut current: Option<(&SeriesEntry, Vec<Sample>, u32)> = None;
-        for b in &batches {
+        // Batches are decoded one at a time, so at most one batch beyond the
+        // budget is ever in memory.
+        while let Some(b) = stream.try_next().await? {
             let ts = b
                 .column_by_name("timestamp_ms")
                 .and_then(|c| c.as_primitive_opt::<Int64Type>())
@@ -128,6 +163,12 @@ impl BlockReader {
                 .column_by_name("value")
                 .and_then(|c| c.as_primitive_opt::<Float64Type>())
                 .ok_or_else(|| corrupt("value"))?;
+            // Version 2: a decimal mantissa where present, else the raw value.
+            let ms = b.column_by_name("mantissa").and_then(|c| c.as_primitive_opt::<Int64Type>());
+            if self.meta.version >= 2 && ms.is_none() {
+                return Err(corrupt("mantissa"));
+            }
+            let mut kept = 0usize;
             for i in 0..b.num_rows() {
                 if current.as_ref().is_none_or(|(e, _, seen)| *seen == e.num_rows) {
                     if let Some((e, samples, _)) = current.take() {
@@ -136,14 +177,21 @@ impl BlockReader {
                     let e = hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
                     current = Some((e, Vec::with_capacity(e.num_rows as usize), 0));
                 }
-                if let Some((_, samples, seen)) = current.as_mut() {
+                if let Some((e, samples, seen)) = current.as_mut() {
                     *seen += 1;
                     let t = ts.value(i);
                     if t >= mint && t <= maxt && !ts.is_null(i) {
-                        samples.push(Sample::new(t, vs.value(i)));
+                        let v = match ms {
+                            Some(m) if m.is_valid(i) => decimal::decode(m.value(i), e.decimals),
+                            _ if vs.is_valid(i) => vs.value(i),
+                            _ => return Err(corrupt("a sample with neither mantissa nor value")),
+                        };
+                        samples.push(Sample::new(t, v));
+                        kept += 1;
                     }
                 }
             }
+            take_budget(budget, kept)?;
         }
         if let Some((e, samples, _)) = current.take() {
             push_series(&mut out, e, samples);
@@ -151,6 +199,17 @@ impl BlockReader {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
+}
+
+/// Takes `n` samples from a budget shared by concurrent reads.
+fn take_budget(budget: &AtomicUsize, n: usize) -> Result<(), BlockError> {
+    if n == 0 {
+        return Ok(());
+    }
+    budget
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n))
+        .map(|_| ())
+        .map_err(|_| BlockError::TooManySamples)
 }
 
 fn push_series(out: &mut Vec<Series>, e: &SeriesEntry, samples: Vec<Sample>) {

@@ -3,11 +3,14 @@
 //! stored, so no reader ever sees a partial block.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, RwLock};
 
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
-use strata_model::{BoxFuture, Labels, Matcher, Sample, Select, SelectError, Series, merge_series_sets};
+use strata_model::{
+    BoxFuture, Labels, Matcher, Sample, Select, SelectError, SelectHints, Series, merge_label_sets, merge_series_sets,
+};
 
 use crate::meta::{BlockMeta, META_FILE};
 use crate::{BlockError, BlockReader, write_block};
@@ -18,12 +21,22 @@ pub struct BlockStore {
     store: Arc<dyn ObjectStore>,
     /// Per tenant, blocks ordered by min time.
     blocks: RwLock<BTreeMap<String, Vec<Arc<BlockReader>>>>,
+    /// Blocks no longer listed for reads (compacted or deleted) whose files
+    /// go once no read holds them any more.
+    retired: std::sync::Mutex<Vec<Arc<BlockReader>>>,
+    /// Blocks found but not readable, with the reason.
+    unreadable: std::sync::Mutex<Vec<String>>,
 }
 
 impl BlockStore {
     /// Opens every complete block in `store`.
     pub async fn open(store: Arc<dyn ObjectStore>) -> Result<Self, BlockError> {
-        let this = Self { store, blocks: RwLock::new(BTreeMap::new()) };
+        let this = Self {
+            store,
+            blocks: RwLock::new(BTreeMap::new()),
+            retired: Default::default(),
+            unreadable: Default::default(),
+        };
         this.sync().await?;
         Ok(this)
     }
@@ -44,18 +57,42 @@ impl BlockStore {
         for obj in metas {
             let known = {
                 let blocks = self.blocks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-                blocks.values().flatten().any(|b| format!("{}/{META_FILE}", b.meta().dir()) == obj.location.as_ref())
+                let retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                blocks
+                    .values()
+                    .flatten()
+                    .chain(retired.iter())
+                    .any(|b| format!("{}/{META_FILE}", b.meta().dir()) == obj.location.as_ref())
             };
             if known {
                 continue;
             }
-            let bytes = self.store.get(&obj.location).await?.bytes().await?;
-            let meta: BlockMeta = serde_json::from_slice(&bytes)
-                .map_err(|e| BlockError::Meta { path: obj.location.to_string(), reason: e.to_string() })?;
-            let reader = BlockReader::open(Arc::clone(&self.store), meta).await?;
-            self.add(Arc::new(reader));
+            // One unreadable block (truncated, corrupt) is reported and left
+            // out; it does not keep the others, or the process, from starting.
+            match self.open_block(&obj.location).await {
+                Ok(reader) => self.add(Arc::new(reader)),
+                Err(e) => {
+                    tracing::error!(block = %obj.location, error = %e, "unreadable block left out");
+                    self.unreadable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(format!("{}: {e}", obj.location));
+                }
+            }
         }
         Ok(())
+    }
+
+    async fn open_block(&self, meta_path: &object_store::path::Path) -> Result<BlockReader, BlockError> {
+        let bytes = self.store.get(meta_path).await?.bytes().await?;
+        let meta: BlockMeta = serde_json::from_slice(&bytes)
+            .map_err(|e| BlockError::Meta { path: meta_path.to_string(), reason: e.to_string() })?;
+        BlockReader::open(Arc::clone(&self.store), meta).await
+    }
+
+    /// Blocks [`BlockStore::sync`] could not open, with the reason.
+    pub fn unreadable_blocks(&self) -> Vec<String> {
+        self.unreadable.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     fn add(&self, reader: Arc<BlockReader>) {
@@ -76,6 +113,123 @@ impl BlockStore {
         let reader = BlockReader::open(Arc::clone(&self.store), meta.clone()).await?;
         self.add(Arc::new(reader));
         Ok(meta)
+    }
+
+    /// Removes a block: unregisters it at once (new reads no longer see it)
+    /// and deletes its files once no running read holds it
+    /// ([`BlockStore::collect_garbage`]).
+    pub async fn delete(&self, meta: &BlockMeta) -> Result<(), BlockError> {
+        self.retire(meta);
+        self.collect_garbage().await.map(|_| ())
+    }
+
+    /// Unregisters a block; its files stay until [`BlockStore::collect_garbage`]
+    /// finds no read using it.
+    pub fn retire(&self, meta: &BlockMeta) {
+        let mut removed = Vec::new();
+        {
+            let mut blocks = self.blocks.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(list) = blocks.get_mut(&meta.tenant) {
+                list.retain(|b| {
+                    let keep = b.meta().ulid != meta.ulid;
+                    if !keep {
+                        removed.push(Arc::clone(b));
+                    }
+                    keep
+                });
+            }
+        }
+        self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).extend(removed);
+    }
+
+    /// Deletes the files of retired blocks no read holds any more:
+    /// `meta.json` first, so a half-deleted block is an unfinished one that
+    /// listing ignores. Returns how many blocks went.
+    pub async fn collect_garbage(&self) -> Result<usize, BlockError> {
+        let ready: Vec<Arc<BlockReader>> = {
+            let mut retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (ready, busy) = std::mem::take(&mut *retired).into_iter().partition(|b| Arc::strong_count(b) == 1);
+            *retired = busy;
+            ready
+        };
+        let n = ready.len();
+        for (i, b) in ready.iter().enumerate() {
+            let dir = b.meta().dir();
+            for file in [crate::meta::META_FILE, crate::meta::SAMPLES_FILE, crate::meta::SERIES_FILE] {
+                match self.store.delete(&object_store::path::Path::from(format!("{dir}/{file}"))).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => {
+                        // Keep what is left for the next round.
+                        self.retired
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .extend(ready[i..].iter().cloned());
+                        return Err(e.into());
+                    }
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Retires `tenant`'s blocks whose newest sample is older than `before`
+    /// (whole blocks only) and deletes the files no read holds; returns the
+    /// blocks retired.
+    pub async fn apply_retention(&self, tenant: &str, before: i64) -> Result<Vec<BlockMeta>, BlockError> {
+        let expired: Vec<BlockMeta> =
+            self.readers(tenant).iter().map(|b| b.meta().clone()).filter(|m| m.max_time < before).collect();
+        for m in &expired {
+            self.retire(m);
+        }
+        if !expired.is_empty() {
+            self.collect_garbage().await?;
+        }
+        Ok(expired)
+    }
+
+    /// Merges `tenant`'s blocks that lie in the same `range_ms`-aligned range
+    /// ending at or before `complete_before` into one block per range,
+    /// dropping samples repeated at the same timestamp (the older block's
+    /// wins). The new block is registered before the sources are retired, so
+    /// a read sees the range in one or the other at every moment, and a
+    /// crash in between leaves duplicates the next compaction removes.
+    /// Returns the blocks written.
+    pub async fn compact(
+        &self,
+        tenant: &str,
+        range_ms: i64,
+        complete_before: i64,
+    ) -> Result<Vec<BlockMeta>, BlockError> {
+        let range = range_ms.max(1);
+        let mut groups: BTreeMap<i64, Vec<Arc<BlockReader>>> = BTreeMap::new();
+        for b in self.readers(tenant) {
+            let start = b.meta().min_time.div_euclid(range) * range;
+            if b.meta().max_time < start.saturating_add(range) && start.saturating_add(range) <= complete_before {
+                groups.entry(start).or_default().push(b);
+            }
+        }
+        let mut written = Vec::new();
+        for (_, mut sources) in groups.into_iter().filter(|(_, g)| g.len() > 1) {
+            sources.sort_by(|a, b| a.meta().ulid.cmp(&b.meta().ulid));
+            let unlimited = AtomicUsize::new(usize::MAX);
+            let sets =
+                futures::future::try_join_all(sources.iter().map(|b| b.select(&[], i64::MIN, i64::MAX, &unlimited)))
+                    .await?;
+            let series: Vec<(Labels, Vec<Sample>)> =
+                merge_series_sets(sets).into_iter().map(|s| (s.labels, s.samples)).collect();
+            let flushed_until = sources.iter().map(|b| b.meta().flushed_until).max().unwrap_or(i64::MIN);
+            let meta = self.write(tenant, series, flushed_until).await?;
+            for b in &sources {
+                self.retire(b.meta());
+            }
+            tracing::info!(
+                tenant, ulid = %meta.ulid, sources = sources.len(), min_time = meta.min_time, max_time = meta.max_time,
+                samples = meta.num_samples, "blocks compacted"
+            );
+            written.push(meta);
+        }
+        drop(self.collect_garbage().await);
+        Ok(written)
     }
 
     /// The metas of `tenant`'s blocks, ordered by min time.
@@ -99,18 +253,32 @@ impl BlockStore {
 }
 
 impl Select for BlockStore {
-    fn select<'a>(
+    fn select_with<'a>(
         &'a self,
         tenant: &'a str,
         matchers: &'a [Matcher],
         mint: i64,
         maxt: i64,
+        hints: SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         Box::pin(async move {
             let readers: Vec<_> = self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
-            let sets = futures::future::try_join_all(readers.iter().map(|b| b.select(matchers, mint, maxt))).await?;
+            let budget = AtomicUsize::new(hints.max_samples);
+            let sets =
+                futures::future::try_join_all(readers.iter().map(|b| b.select(matchers, mint, maxt, &budget))).await?;
             Ok(merge_series_sets(sets))
         })
+    }
+
+    fn series<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        let sets = self.readers(tenant).iter().map(|b| b.series_labels(matchers, mint, maxt)).collect();
+        Box::pin(async move { Ok(merge_label_sets(sets)) })
     }
 }
 
@@ -158,6 +326,68 @@ mod tests {
         let all = reopened.select("t1", &[], i64::MIN, i64::MAX).await.expect("select");
         assert_eq!(all.len(), 50);
         assert_eq!(all.iter().map(|s| s.samples.len()).sum::<usize>(), 5000);
+
+        // The budget stops the read; label queries need no sample.
+        let over = reopened.select_with("t1", &[], i64::MIN, i64::MAX, SelectHints { max_samples: 4999 }).await;
+        assert!(matches!(over, Err(SelectError::Limit(_))));
+        let at = reopened.select_with("t1", &[], i64::MIN, i64::MAX, SelectHints { max_samples: 5000 }).await;
+        assert_eq!(at.expect("at the limit").len(), 50);
+        let names = reopened.label_names("t1", &[], 0, 1000).await.expect("names");
+        assert_eq!(names, ["__name__", "i"]);
+        let values = reopened.label_values("t1", "__name__", &m, 0, 1000).await.expect("values");
+        assert_eq!(values, ["x"]);
+        assert!(reopened.series("t1", &[], 200_000, 300_000).await.expect("series").is_empty());
+    }
+
+    #[tokio::test]
+    async fn compaction_merges_dedups_and_waits_for_readers() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
+        let l = |i: &str| labels(&[("__name__", "m"), ("i", i)]);
+        let s = |ts: &[i64]| ts.iter().map(|&t| Sample::new(t, t as f64 / 10.0)).collect::<Vec<_>>();
+        store.write("t", vec![(l("a"), s(&[0, 1_000])), (l("b"), s(&[500]))], 2_000).await.expect("w");
+        // Overlaps the first block at t=1000 (a replica, or a crash mid-compaction).
+        store.write("t", vec![(l("a"), s(&[1_000, 2_000]))], 4_000).await.expect("w");
+        store.write("t", vec![(l("a"), s(&[12_000]))], 14_000).await.expect("w");
+        let before = store.select("t", &[], i64::MIN, i64::MAX).await.expect("select");
+        let held = store.readers("t");
+
+        // Only the range [0, 10 s) is complete and has more than one block.
+        assert!(store.compact("t", 10_000, 9_999).await.expect("compact").is_empty());
+        let written = store.compact("t", 10_000, 20_000).await.expect("compact");
+        assert_eq!(written.len(), 1);
+        assert_eq!((written[0].num_samples, written[0].flushed_until), (4, 4_000));
+        assert_eq!(store.metas("t").len(), 2);
+        assert_eq!(store.select("t", &[], i64::MIN, i64::MAX).await.expect("select"), before);
+
+        // A read that started before still finds its files.
+        let old = held[0].select(&[], i64::MIN, i64::MAX, &AtomicUsize::new(usize::MAX)).await.expect("old read");
+        assert_eq!(old.len(), 2);
+        drop(held);
+        assert_eq!(store.collect_garbage().await.expect("gc"), 2);
+        let reopened = BlockStore::open(fs).await.expect("reopen");
+        assert_eq!(reopened.metas("t").len(), 2);
+        assert_eq!(reopened.select("t", &[], i64::MIN, i64::MAX).await.expect("select"), before);
+    }
+
+    #[tokio::test]
+    async fn truncated_block_is_reported_and_left_out() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
+        let l = labels(&[("__name__", "m")]);
+        let bad = store.write("t", vec![(l.clone(), vec![Sample::new(0, 1.0)])], 0).await.expect("w");
+        store.write("t", vec![(l, vec![Sample::new(5_000, 2.0)])], 0).await.expect("w");
+        let path = object_store::path::Path::from(format!("{}/{}", bad.dir(), crate::meta::SERIES_FILE));
+        fs.put(&path, bytes::Bytes::from_static(b"PAR1 truncated").into()).await.expect("put");
+        let reopened = BlockStore::open(fs).await.expect("a bad block does not stop the store");
+        assert_eq!(reopened.metas("t").len(), 1);
+        assert_eq!(reopened.unreadable_blocks().len(), 1, "{:?}", reopened.unreadable_blocks());
+        let got = reopened.select("t", &[], i64::MIN, i64::MAX).await.expect("select");
+        assert_eq!(got[0].samples, vec![Sample::new(5_000, 2.0)]);
     }
 
     #[tokio::test]

@@ -1,9 +1,13 @@
 //! Writing a block: sorted series in, two Parquet files and `meta.json` out.
+//!
+//! Format version 2 codes values as decimal mantissas with a per-series
+//! exponent ([`crate::decimal`]), raw doubles only where that is not exact.
 
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, Float64Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder, UInt32Builder, UInt64Builder,
+    ArrayRef, Float64Builder, Int8Builder, Int64Builder, MapBuilder, RecordBatch, StringBuilder, UInt32Builder,
+    UInt64Builder,
 };
 use arrow::datatypes::{DataType, Field, Schema};
 use bytes::Bytes;
@@ -15,8 +19,8 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use strata_model::{Labels, METRIC_NAME, Sample};
 
-use crate::BlockError;
 use crate::meta::{BlockMeta, FORMAT_VERSION, META_FILE, SAMPLES_FILE, SERIES_FILE};
+use crate::{BlockError, decimal};
 
 /// Rows per data page of the samples file: small enough that a series' row
 /// range maps to few pages, large enough to compress well.
@@ -27,7 +31,8 @@ pub fn samples_schema() -> Arc<Schema> {
     Arc::new(Schema::new(vec![
         Field::new("series_id", DataType::UInt32, false),
         Field::new("timestamp_ms", DataType::Int64, false),
-        Field::new("value", DataType::Float64, false),
+        Field::new("mantissa", DataType::Int64, true),
+        Field::new("value", DataType::Float64, true),
     ]))
 }
 
@@ -52,6 +57,7 @@ pub fn series_schema() -> Arc<Schema> {
         Field::new("num_rows", DataType::UInt32, false),
         Field::new("min_time", DataType::Int64, false),
         Field::new("max_time", DataType::Int64, false),
+        Field::new("exponent", DataType::Int8, false),
     ]))
 }
 
@@ -102,6 +108,7 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
     let num_samples: usize = series.iter().map(|(_, s)| s.len()).sum();
     let mut sid = UInt32Builder::with_capacity(num_samples);
     let mut ts = Int64Builder::with_capacity(num_samples);
+    let mut mantissas = Int64Builder::with_capacity(num_samples);
     let mut vals = Float64Builder::with_capacity(num_samples);
 
     let mut s_id = UInt32Builder::with_capacity(series.len());
@@ -111,6 +118,7 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
     let mut s_rows = UInt32Builder::with_capacity(series.len());
     let mut s_min = Int64Builder::with_capacity(series.len());
     let mut s_max = Int64Builder::with_capacity(series.len());
+    let mut s_exp = Int8Builder::with_capacity(series.len());
 
     let (mut min_time, mut max_time) = (i64::MAX, i64::MIN);
     let mut row: u64 = 0;
@@ -123,10 +131,20 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
             block: String::new(),
             reason: "more than 2^32 samples in one series".into(),
         })?;
+        let decimals = decimal::series_decimals(samples.iter().map(|s| s.v));
         for s in samples {
             sid.append_value(id);
             ts.append_value(s.t);
-            vals.append_value(s.v);
+            match decimal::encode(s.v, decimals) {
+                Some(m) => {
+                    mantissas.append_value(m);
+                    vals.append_null();
+                }
+                None => {
+                    mantissas.append_null();
+                    vals.append_value(s.v);
+                }
+            }
         }
         let (first_t, last_t) = (samples[0].t, samples[samples.len() - 1].t);
         min_time = min_time.min(first_t);
@@ -142,12 +160,18 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
         s_rows.append_value(n);
         s_min.append_value(first_t);
         s_max.append_value(last_t);
+        s_exp.append_value(-(decimals.min(decimal::MAX_DECIMALS) as i8));
         row += u64::from(n);
     }
 
     let samples = RecordBatch::try_new(
         samples_schema(),
-        vec![Arc::new(sid.finish()) as ArrayRef, Arc::new(ts.finish()), Arc::new(vals.finish())],
+        vec![
+            Arc::new(sid.finish()) as ArrayRef,
+            Arc::new(ts.finish()),
+            Arc::new(mantissas.finish()),
+            Arc::new(vals.finish()),
+        ],
     )?;
     let series_batch = RecordBatch::try_new(
         series_schema(),
@@ -159,6 +183,7 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
             Arc::new(s_rows.finish()),
             Arc::new(s_min.finish()),
             Arc::new(s_max.finish()),
+            Arc::new(s_exp.finish()),
         ],
     )?;
 
@@ -170,6 +195,10 @@ fn encode(series: &[(Labels, Vec<Sample>)]) -> Result<(Bytes, Bytes, Stats), Blo
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_column_dictionary_enabled(ColumnPath::from("timestamp_ms"), false)
         .set_column_encoding(ColumnPath::from("timestamp_ms"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from("series_id"), false)
+        .set_column_encoding(ColumnPath::from("series_id"), Encoding::DELTA_BINARY_PACKED)
+        .set_column_dictionary_enabled(ColumnPath::from("mantissa"), false)
+        .set_column_encoding(ColumnPath::from("mantissa"), Encoding::DELTA_BINARY_PACKED)
         .build();
     let series_props =
         WriterProperties::builder().set_compression(zstd).set_statistics_enabled(EnabledStatistics::Page).build();
@@ -184,4 +213,104 @@ fn write_parquet(batch: &RecordBatch, props: WriterProperties) -> Result<Bytes, 
     w.write(batch)?;
     w.close()?;
     Ok(Bytes::from(buf))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BlockReader, BlockStore};
+    use proptest::prelude::*;
+    use std::sync::atomic::AtomicUsize;
+    use strata_model::{STALE_NAN_BITS, Select};
+
+    fn fs(dir: &std::path::Path) -> Arc<dyn ObjectStore> {
+        Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir).expect("fs"))
+    }
+
+    fn bits(s: &[Sample]) -> Vec<(i64, u64)> {
+        s.iter().map(|s| (s.t, s.v.to_bits())).collect()
+    }
+
+    #[tokio::test]
+    async fn version_1_blocks_still_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fs(dir.path());
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("series_id", DataType::UInt32, false),
+            Field::new("timestamp_ms", DataType::Int64, false),
+            Field::new("value", DataType::Float64, false),
+        ]));
+        let samples = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(arrow::array::UInt32Array::from(vec![0, 0])) as ArrayRef,
+                Arc::new(arrow::array::Int64Array::from(vec![1_000, 2_000])),
+                Arc::new(arrow::array::Float64Array::from(vec![0.5, f64::from_bits(STALE_NAN_BITS)])),
+            ],
+        )
+        .expect("batch");
+        let v1_series = Arc::new(Schema::new(series_schema().fields()[..7].to_vec()));
+        let mut labels = MapBuilder::new(None, StringBuilder::new(), StringBuilder::new());
+        labels.keys().append_value("job");
+        labels.values().append_value("a");
+        labels.append(true).expect("map");
+        let series = RecordBatch::try_new(
+            v1_series,
+            vec![
+                Arc::new(arrow::array::UInt32Array::from(vec![0])) as ArrayRef,
+                Arc::new(arrow::array::StringArray::from(vec!["up"])),
+                Arc::new(labels.finish()),
+                Arc::new(arrow::array::UInt64Array::from(vec![0])),
+                Arc::new(arrow::array::UInt32Array::from(vec![2])),
+                Arc::new(arrow::array::Int64Array::from(vec![1_000])),
+                Arc::new(arrow::array::Int64Array::from(vec![2_000])),
+            ],
+        )
+        .expect("batch");
+        let props = || WriterProperties::builder().build();
+        let (sb, rb) = (write_parquet(&samples, props()).expect("w"), write_parquet(&series, props()).expect("w"));
+        let meta = BlockMeta {
+            version: 1,
+            ulid: "01V1".into(),
+            tenant: "t".into(),
+            min_time: 1_000,
+            max_time: 2_000,
+            num_series: 1,
+            num_samples: 2,
+            samples_bytes: sb.len() as u64,
+            series_bytes: rb.len() as u64,
+            flushed_until: 0,
+        };
+        store.put(&Path::from(format!("t/01V1/{SAMPLES_FILE}")), sb.into()).await.expect("put");
+        store.put(&Path::from(format!("t/01V1/{SERIES_FILE}")), rb.into()).await.expect("put");
+        let r = BlockReader::open(Arc::clone(&store), meta).await.expect("open");
+        let got = r.select(&[], 0, 10_000, &AtomicUsize::new(usize::MAX)).await.expect("select");
+        assert_eq!(got[0].labels.get("job"), Some("a"));
+        assert_eq!(bits(&got[0].samples), vec![(1_000, 0.5f64.to_bits()), (2_000, STALE_NAN_BITS)]);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn any_values_round_trip_through_a_block(
+            vals in proptest::collection::vec(
+                prop_oneof![
+                    any::<u64>().prop_map(f64::from_bits),
+                    (-1_000_000i64..1_000_000, 0u32..4).prop_map(|(m, d)| crate::decimal::decode(m, d)),
+                    Just(f64::from_bits(STALE_NAN_BITS)),
+                ],
+                1..300,
+            ),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let store = rt.block_on(BlockStore::open(fs(dir.path()))).expect("open");
+            let samples: Vec<Sample> =
+                vals.iter().enumerate().map(|(i, &v)| Sample::new(i as i64 * 15_000, v)).collect();
+            let l = Labels::from_pairs([("__name__", "m")]).expect("labels");
+            rt.block_on(store.write("t", vec![(l, samples.clone())], 0)).expect("write");
+            let got = rt.block_on(store.select("t", &[], i64::MIN, i64::MAX)).expect("select");
+            prop_assert_eq!(bits(&got[0].samples), bits(&samples));
+        }
+    }
 }

@@ -2,7 +2,12 @@
 //!
 //! The raw types mirror `prometheus.yml` field for field (unknown fields are
 //! errors); [`validate`] checks everything at once and returns [`ScrapeJob`]s,
-//! or every problem with its line and column.
+//! or every problem with its line and column. A job carries its target
+//! sources (`static_configs`, `file_sd_configs`), its relabeling rules
+//! (validated by [`crate::relabel`]), limits and credentials (`basic_auth`,
+//! `authorization`, `bearer_token(_file)`, validated as Prometheus'
+//! `HTTPClientConfig` does); targets themselves are built by
+//! [`crate::target`] as discovery finds them.
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
@@ -13,6 +18,12 @@ use serde_saphyr::Spanned;
 use strata_common::PromDuration;
 use strata_model::labels::is_valid_label_name;
 use strata_model::{Labels, LabelsBuilder};
+
+use crate::discovery::TargetGroup;
+use crate::discovery::file::{DEFAULT_REFRESH_INTERVAL, FileSdConfig, RawFileSdConfig, is_valid_file_sd_name};
+use crate::relabel::{RawRelabelConfig, RelabelConfig};
+use crate::target::ADDRESS_LABEL;
+pub use crate::target::Target;
 
 /// Prometheus' `global` section.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -51,15 +62,176 @@ pub struct ScrapeConfig {
     pub honor_labels: bool,
     /// Use timestamps from the page (default true).
     pub honor_timestamps: Option<bool>,
+    /// HTTP basic authentication.
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    /// The `Authorization` header.
+    pub authorization: Option<Spanned<RawAuthorization>>,
+    /// Deprecated form of `authorization.credentials`.
+    pub bearer_token: Option<Spanned<String>>,
+    /// Deprecated form of `authorization.credentials_file`.
+    pub bearer_token_file: Option<Spanned<String>>,
     /// Fail the scrape when the page has more samples (0: no limit).
     #[serde(default)]
     pub sample_limit: u64,
     /// Fail the scrape when the body is larger, in bytes (0: no limit).
     #[serde(default)]
     pub body_size_limit: u64,
+    /// Fail the scrape when a series has more labels (0: no limit).
+    #[serde(default)]
+    pub label_limit: u64,
+    /// Fail the scrape when a label name is longer (0: no limit).
+    #[serde(default)]
+    pub label_name_length_limit: u64,
+    /// Fail the scrape when a label value is longer (0: no limit).
+    #[serde(default)]
+    pub label_value_length_limit: u64,
     /// Targets listed in the file.
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Targets read from files.
+    #[serde(default)]
+    pub file_sd_configs: Vec<Spanned<RawFileSdConfig>>,
+    /// Rules applied to discovered targets.
+    #[serde(default)]
+    pub relabel_configs: Vec<Spanned<RawRelabelConfig>>,
+    /// Rules applied to scraped series.
+    #[serde(default)]
+    pub metric_relabel_configs: Vec<Spanned<RawRelabelConfig>>,
+}
+
+/// `basic_auth` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBasicAuth {
+    /// The user name.
+    #[serde(default)]
+    pub username: String,
+    /// The password.
+    pub password: Option<String>,
+    /// A file holding the password (read at every scrape).
+    pub password_file: Option<String>,
+}
+
+/// `authorization` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuthorization {
+    /// The scheme (default `Bearer`).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// The credentials.
+    pub credentials: Option<String>,
+    /// A file holding the credentials (read at every scrape).
+    pub credentials_file: Option<String>,
+}
+
+/// A secret given inline or in a file read at every use, trimmed as Prometheus does.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Secret {
+    /// The value itself.
+    Inline(String),
+    /// A file holding it.
+    File(String),
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Inline(_) => f.write_str("Secret(<inline>)"),
+            Self::File(p) => write!(f, "Secret(file {p:?})"),
+        }
+    }
+}
+
+impl Secret {
+    /// The secret's value now.
+    pub fn read(&self) -> Result<String, String> {
+        match self {
+            Self::Inline(s) => Ok(s.clone()),
+            Self::File(p) => std::fs::read_to_string(p)
+                .map(|s| s.trim().to_owned())
+                .map_err(|e| format!("unable to read secret file {p}: {e}")),
+        }
+    }
+}
+
+/// How a job authenticates its scrapes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ScrapeAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `basic_auth`.
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password (empty when absent).
+        password: Option<Secret>,
+    },
+    /// `authorization` (or `bearer_token`): `Authorization: <type> <credentials>`.
+    Header {
+        /// The scheme, e.g. `Bearer`.
+        kind: String,
+        /// The credentials.
+        credentials: Option<Secret>,
+    },
+}
+
+/// Prometheus' `HTTPClientConfig.Validate` for the credentials a scrape can carry.
+fn validate_auth(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> ScrapeAuth {
+    let mut push = |line: u64, column: u64, msg: &str| problems.push(Problem { line, column, message: msg.to_owned() });
+    let at = |s: Option<(u64, u64)>| s.unwrap_or((0, 0));
+    let pos = |s: &Spanned<String>| (s.referenced.line(), s.referenced.column());
+    let bt = sc.bearer_token.as_ref().map(pos).or(sc.bearer_token_file.as_ref().map(pos));
+    if sc.bearer_token.is_some() && sc.bearer_token_file.is_some() {
+        let (l, c) = at(bt);
+        push(l, c, "at most one of bearer_token & bearer_token_file must be configured");
+    }
+    if let Some(b) = &sc.basic_auth {
+        let (l, c) = (b.referenced.line(), b.referenced.column());
+        if bt.is_some() {
+            push(l, c, "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured");
+        }
+        if b.value.password.is_some() && b.value.password_file.is_some() {
+            push(l, c, "at most one of basic_auth password & password_file must be configured");
+        }
+        if sc.authorization.is_some() {
+            push(l, c, "at most one of basic_auth, oauth2 & authorization must be configured");
+        }
+    }
+    if let Some(a) = &sc.authorization {
+        let (l, c) = (a.referenced.line(), a.referenced.column());
+        if bt.is_some() {
+            push(l, c, "authorization is not compatible with bearer_token & bearer_token_file");
+        }
+        if a.value.credentials.is_some() && a.value.credentials_file.is_some() {
+            push(l, c, "at most one of authorization credentials & credentials_file must be configured");
+        }
+        if a.value.kind.as_deref().is_some_and(|k| k.eq_ignore_ascii_case("basic")) {
+            push(l, c, "authorization type cannot be set to \"basic\", use \"basic_auth\" instead");
+        }
+    }
+    if let Some(b) = &sc.basic_auth {
+        let b = &b.value;
+        let password = b.password_file.clone().map(Secret::File).or_else(|| b.password.clone().map(Secret::Inline));
+        return ScrapeAuth::Basic { username: b.username.clone(), password };
+    }
+    if let Some(a) = &sc.authorization {
+        let a = &a.value;
+        let kind = a.kind.clone().filter(|k| !k.trim().is_empty()).unwrap_or_else(|| "Bearer".to_owned());
+        let credentials =
+            a.credentials_file.clone().map(Secret::File).or_else(|| a.credentials.clone().map(Secret::Inline));
+        return ScrapeAuth::Header { kind, credentials };
+    }
+    let credentials = sc
+        .bearer_token_file
+        .as_ref()
+        .map(|f| Secret::File(f.value.clone()))
+        .or_else(|| sc.bearer_token.as_ref().map(|t| Secret::Inline(t.value.clone())));
+    match credentials {
+        Some(c) => ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(c) },
+        None => ScrapeAuth::None,
+    }
 }
 
 /// One `static_configs` entry.
@@ -120,47 +292,78 @@ pub struct ScrapeJob {
     pub sample_limit: u64,
     /// Body bytes before the scrape fails (0: none).
     pub body_size_limit: u64,
-    /// The targets.
-    pub targets: Vec<Target>,
-}
-
-/// One target to scrape.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Target {
-    /// `host:port`.
-    pub address: String,
-    /// The labels every scraped series gets (`job`, `instance`, static labels).
-    pub labels: Labels,
+    /// Credentials sent with every scrape.
+    pub auth: ScrapeAuth,
+    /// Labels per series before the scrape fails (0: none).
+    pub label_limit: u64,
+    /// Label name length before the scrape fails (0: none).
+    pub label_name_length_limit: u64,
+    /// Label value length before the scrape fails (0: none).
+    pub label_value_length_limit: u64,
+    /// `static_configs`, one group each (source: its index).
+    pub static_groups: Vec<TargetGroup>,
+    /// `file_sd_configs`.
+    pub file_sd: Vec<FileSdConfig>,
+    /// Rules applied to discovered targets.
+    pub relabel_configs: Vec<RelabelConfig>,
+    /// Rules applied to scraped series.
+    pub metric_relabel_configs: Vec<RelabelConfig>,
 }
 
 impl ScrapeJob {
-    /// The URL scraped for `target`.
-    pub fn url(&self, target: &Target) -> String {
-        let mut url = format!("{}://{}{}", self.scheme, target.address, self.metrics_path);
-        let mut sep = '?';
-        for (k, vs) in &self.params {
-            for v in vs {
-                url.push(sep);
-                url.push_str(&urlencode(k));
-                url.push('=');
-                url.push_str(&urlencode(v));
-                sep = '&';
-            }
+    /// A job with Prometheus' defaults and no targets.
+    pub fn new(job_name: impl Into<String>, interval: Duration, timeout: Duration) -> Self {
+        Self {
+            job_name: job_name.into(),
+            interval,
+            timeout,
+            metrics_path: "/metrics".into(),
+            scheme: "http".into(),
+            params: BTreeMap::new(),
+            honor_labels: false,
+            honor_timestamps: true,
+            sample_limit: 0,
+            body_size_limit: 0,
+            auth: ScrapeAuth::None,
+            label_limit: 0,
+            label_name_length_limit: 0,
+            label_value_length_limit: 0,
+            static_groups: Vec::new(),
+            file_sd: Vec::new(),
+            relabel_configs: Vec::new(),
+            metric_relabel_configs: Vec::new(),
         }
-        url
     }
-}
 
-fn urlencode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
+    /// Makes the job's relative file paths (`file_sd_configs` files, password,
+    /// credential and token files) relative to `dir`, the config file's
+    /// directory, as Prometheus does.
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let join = |p: &mut String| {
+            if !p.is_empty() && std::path::Path::new(p.as_str()).is_relative() {
+                *p = dir.join(p.as_str()).display().to_string();
+            }
+        };
+        for f in &mut self.file_sd {
+            f.files.iter_mut().for_each(join);
+        }
+        match &mut self.auth {
+            ScrapeAuth::Basic { password: Some(Secret::File(p)), .. }
+            | ScrapeAuth::Header { credentials: Some(Secret::File(p)), .. } => join(p),
+            _ => {}
         }
     }
-    out
+
+    /// Adds a static group of `addresses` with `labels`.
+    pub fn with_static_targets<'a>(mut self, addresses: impl IntoIterator<Item = &'a str>, labels: Labels) -> Self {
+        let targets = addresses
+            .into_iter()
+            .map(|a| Labels::from_sorted_unchecked(vec![strata_model::Label::new(ADDRESS_LABEL, a)]))
+            .collect();
+        let source = self.static_groups.len().to_string();
+        self.static_groups.push(TargetGroup { source, targets, labels });
+        self
+    }
 }
 
 /// Prometheus' default scrape interval.
@@ -232,14 +435,16 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             }
         }
         let metrics_path = sc.metrics_path.as_ref().map_or_else(|| "/metrics".to_owned(), |p| p.value.clone());
+        let auth = validate_auth(sc, &mut problems);
         if let Some(p) = &sc.metrics_path
             && !p.value.starts_with('/')
         {
             problems.push(Problem::at(p, format!("metrics_path {:?} must start with /", p.value)));
         }
-        let mut targets = Vec::new();
-        for st in &sc.static_configs {
-            for name in st.labels.keys() {
+        let mut static_groups = Vec::new();
+        for (i, st) in sc.static_configs.iter().enumerate() {
+            let mut group_labels = LabelsBuilder::new();
+            for (name, value) in &st.labels {
                 if !is_valid_label_name(name) {
                     let at = st.targets.first();
                     problems.push(Problem {
@@ -248,23 +453,49 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
                         message: format!("{name:?} is not a valid label name in static_configs of job {job:?}"),
                     });
                 }
+                group_labels.set(name.clone(), value.clone());
             }
+            let mut targets = Vec::new();
             for t in &st.targets {
-                if let Err(msg) = check_address(&t.value) {
+                // Relabeling may rewrite the address; without rules it must be usable as is.
+                if sc.relabel_configs.is_empty()
+                    && let Err(msg) = check_address(&t.value)
+                {
                     problems.push(Problem::at(t, msg));
                     continue;
                 }
-                let mut b = LabelsBuilder::new();
-                for (k, v) in &st.labels {
-                    b.set(k.clone(), v.clone());
-                }
-                b.set("job", job.clone());
-                if b.get("instance").is_none() {
-                    b.set("instance", t.value.clone());
-                }
-                targets.push(Target { address: t.value.clone(), labels: b.build() });
+                targets.push(Labels::from_sorted_unchecked(vec![strata_model::Label::new(
+                    ADDRESS_LABEL,
+                    t.value.clone(),
+                )]));
             }
+            static_groups.push(TargetGroup { source: i.to_string(), targets, labels: group_labels.build() });
         }
+        let mut file_sd = Vec::new();
+        for f in &sc.file_sd_configs {
+            for name in &f.value.files {
+                if !is_valid_file_sd_name(&name.value) {
+                    problems
+                        .push(Problem::at(name, format!("path name {:?} is not valid for file discovery", name.value)));
+                }
+            }
+            file_sd.push(FileSdConfig {
+                files: f.value.files.iter().map(|n| n.value.clone()).collect(),
+                refresh_interval: f.value.refresh_interval.map_or(DEFAULT_REFRESH_INTERVAL, |d| d.0),
+            });
+        }
+        let mut rules = |raws: &[Spanned<RawRelabelConfig>], what: &str| -> Vec<RelabelConfig> {
+            let mut out = Vec::new();
+            for r in raws {
+                match r.value.validate() {
+                    Ok(c) => out.push(c),
+                    Err(e) => problems.push(Problem::at(r, format!("{what} of job {job:?}: {e}"))),
+                }
+            }
+            out
+        };
+        let relabel_configs = rules(&sc.relabel_configs, "relabel_configs");
+        let metric_relabel_configs = rules(&sc.metric_relabel_configs, "metric_relabel_configs");
         jobs.push(ScrapeJob {
             job_name: job,
             interval,
@@ -276,22 +507,25 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             honor_timestamps: sc.honor_timestamps.unwrap_or(true),
             sample_limit: sc.sample_limit,
             body_size_limit: sc.body_size_limit,
-            targets,
+            auth,
+            label_limit: sc.label_limit,
+            label_name_length_limit: sc.label_name_length_limit,
+            label_value_length_limit: sc.label_value_length_limit,
+            static_groups,
+            file_sd,
+            relabel_configs,
+            metric_relabel_configs,
         });
     }
     if problems.is_empty() { Ok(jobs) } else { Err(problems) }
 }
 
-/// `host:port`, with no scheme or path, as Prometheus requires of `__address__`.
+/// What Prometheus' `CheckTargetAddress` refuses: a path (`/`), or nothing.
+/// As in Prometheus 3, an address without a port is scraped on the scheme's
+/// default port.
 fn check_address(addr: &str) -> Result<(), String> {
-    if addr.contains('/') || addr.is_empty() {
-        return Err(format!("{addr:?} is not a valid hostname:port target"));
-    }
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        return Err(format!("target {addr:?} has no port"));
-    };
-    if host.is_empty() || port.parse::<u16>().is_err() {
-        return Err(format!("{addr:?} is not a valid hostname:port target"));
+    if addr.is_empty() || addr.contains('/') {
+        return Err(format!("{addr:?} is not a valid hostname"));
     }
     Ok(())
 }
@@ -323,17 +557,17 @@ mod tests {
         .expect("valid");
         assert_eq!(jobs[0].interval, Duration::from_secs(15));
         assert_eq!(jobs[0].timeout, Duration::from_secs(10));
-        let t = &jobs[0].targets[0];
+        let t = first_target(&jobs[0]);
         assert_eq!(t.labels.get("job"), Some("node"));
         assert_eq!(t.labels.get("instance"), Some("localhost:9100"));
         assert_eq!(t.labels.get("env"), Some("prod"));
-        assert_eq!(jobs[0].url(t), "http://localhost:9100/metrics");
+        assert_eq!(t.url, "http://localhost:9100/metrics");
     }
 
     #[test]
     fn every_problem_is_reported_with_its_line() {
         let problems = load(
-            "scrape_configs:\n- job_name: a\n  scrape_interval: 5s\n  scrape_timeout: 10s\n- job_name: a\n  static_configs:\n  - targets: ['nohost', 'x:1']\n",
+            "scrape_configs:\n- job_name: a\n  scrape_interval: 5s\n  scrape_timeout: 10s\n- job_name: a\n  static_configs:\n  - targets: ['http://x:1/', 'x:1', 'nohost']\n",
         )
         .expect_err("invalid");
         let lines: Vec<u64> = problems.iter().map(|p| p.line).collect();
@@ -353,6 +587,83 @@ mod tests {
             "scrape_configs:\n- job_name: a\n  params: {module: [http 2xx]}\n  static_configs: [{targets: ['h:1']}]\n",
         )
         .expect("valid");
-        assert_eq!(jobs[0].url(&jobs[0].targets[0]), "http://h:1/metrics?module=http%202xx");
+        assert_eq!(first_target(&jobs[0]).url, "http://h:1/metrics?module=http+2xx");
+    }
+
+    fn first_target(job: &ScrapeJob) -> Target {
+        let outcomes = crate::target::targets_from_group(job, &job.static_groups[0]);
+        match outcomes.into_iter().next() {
+            Some(Ok(crate::target::Outcome::Active(t))) => t,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn relabel_and_file_sd_problems_name_their_lines() {
+        let problems = load(
+            "scrape_configs:\n- job_name: a\n  file_sd_configs:\n  - files: [a.txt, 'b/*.yml']\n  relabel_configs:\n  - source_labels: [a]\n    action: hashmod\n    target_label: b\n  metric_relabel_configs:\n  - {action: keep, regex: '('}\n",
+        )
+        .expect_err("invalid");
+        let got: Vec<(u64, bool)> = problems.iter().map(|p| (p.line, p.message.is_empty())).collect();
+        assert_eq!(got, [(4, false), (6, false), (10, false)], "{problems:?}");
+        assert!(problems[0].message.contains("not valid for file discovery"), "{problems:?}");
+        assert!(problems[1].message.contains("requires non-zero modulus"), "{problems:?}");
+        assert!(problems[2].message.contains("metric_relabel_configs"), "{problems:?}");
+    }
+
+    #[test]
+    fn credentials_are_validated_as_prometheus_does() {
+        let jobs = load(
+            "scrape_configs:\n- job_name: a\n  basic_auth: {username: u, password_file: /p}\n- job_name: b\n  bearer_token: t\n- job_name: c\n  authorization: {credentials: x}\n",
+        )
+        .expect("valid");
+        assert_eq!(jobs[0].auth, ScrapeAuth::Basic { username: "u".into(), password: Some(Secret::File("/p".into())) });
+        assert_eq!(
+            jobs[1].auth,
+            ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(Secret::Inline("t".into())) }
+        );
+        assert_eq!(
+            jobs[2].auth,
+            ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(Secret::Inline("x".into())) }
+        );
+        let problems = load(
+            "scrape_configs:\n- job_name: a\n  basic_auth: {username: u, password: p, password_file: /p}\n  bearer_token: t\n- job_name: b\n  authorization: {type: Basic, credentials: x}\n",
+        )
+        .expect_err("invalid");
+        let msgs: Vec<&str> = problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured",
+                "at most one of basic_auth password & password_file must be configured",
+                "authorization type cannot be set to \"basic\", use \"basic_auth\" instead",
+            ]
+        );
+        assert_eq!(problems[0].line, 3);
+        assert_eq!(problems[2].line, 6);
+    }
+
+    #[test]
+    fn relative_paths_follow_the_config_file() {
+        let mut jobs = load(
+            "scrape_configs:\n- job_name: a\n  bearer_token_file: tok\n  file_sd_configs: [{files: ['sd/*.yml', '/abs/x.json']}]\n",
+        )
+        .expect("valid");
+        jobs[0].resolve_paths(std::path::Path::new("/etc/prometheus"));
+        assert_eq!(jobs[0].file_sd[0].files, ["/etc/prometheus/sd/*.yml", "/abs/x.json"]);
+        assert_eq!(
+            jobs[0].auth,
+            ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(Secret::File("/etc/prometheus/tok".into())) }
+        );
+    }
+
+    #[test]
+    fn relabeled_static_targets_are_not_checked_early() {
+        let jobs = load(
+            "scrape_configs:\n- job_name: a\n  relabel_configs: [{target_label: __address__, replacement: 'h:1'}]\n  file_sd_configs: [{files: ['/x/*.json'], refresh_interval: 1m}]\n  static_configs: [{targets: ['http://x/']}]\n",
+        )
+        .expect("valid");
+        assert_eq!(first_target(&jobs[0]).address, "h:1");
+        assert_eq!(jobs[0].file_sd[0].refresh_interval, Duration::from_secs(60));
     }
 }

@@ -6,7 +6,8 @@
 //!   remote write, import, the ingest log).
 //! - [`matcher`]: label matchers, the one way storage is asked for series.
 //! - [`storage`]: the two narrow traits at the storage boundary,
-//!   [`Append`] (write a batch durably) and [`Select`] (read series by matchers).
+//!   [`Append`] (write a batch durably) and [`Select`] (read series, label names
+//!   and values by matchers, within a [`SelectHints`] sample budget).
 
 pub mod batch;
 pub mod error;
@@ -21,7 +22,8 @@ pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};
 pub use storage::{
-    Append, AppendError, AppendSummary, BoxFuture, Select, SelectError, Series, merge_samples, merge_series_sets,
+    Append, AppendError, AppendSummary, BoxFuture, SampleBudget, Select, SelectError, SelectHints, Series,
+    TOO_MANY_SAMPLES, merge_label_sets, merge_samples, merge_series_sets,
 };
 
 /// The tenant used when a request names none (Mimir's and Cortex' default).

@@ -54,6 +54,10 @@ pub struct Series {
     pub samples: Vec<Sample>,
 }
 
+/// The message of [`SelectError::Limit`] when a read would load more samples
+/// than the reader allows (Prometheus' wording for the same failure).
+pub const TOO_MANY_SAMPLES: &str = "query processing would load too many samples into memory in query execution";
+
 /// Why a read failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SelectError {
@@ -65,18 +69,147 @@ pub enum SelectError {
     Limit(String),
 }
 
+impl SelectError {
+    /// The error of a read that went over [`SelectHints::max_samples`].
+    pub fn too_many_samples() -> Self {
+        Self::Limit(TOO_MANY_SAMPLES.to_owned())
+    }
+}
+
+/// What a reader tells storage about a select, so storage can stop early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SelectHints {
+    /// Most samples the select may return. Storage stops reading once it has
+    /// more and fails with [`SelectError::too_many_samples`], so a query over
+    /// too much data fails before memory runs out.
+    pub max_samples: usize,
+}
+
+impl Default for SelectHints {
+    fn default() -> Self {
+        Self { max_samples: usize::MAX }
+    }
+}
+
+/// Counts samples against [`SelectHints::max_samples`] while a select reads.
+#[derive(Debug, Clone, Copy)]
+pub struct SampleBudget {
+    left: usize,
+}
+
+impl SampleBudget {
+    /// A budget of `hints.max_samples`.
+    pub fn new(hints: &SelectHints) -> Self {
+        Self { left: hints.max_samples }
+    }
+
+    /// Takes `n` samples from the budget; fails once it is exceeded.
+    pub fn take(&mut self, n: usize) -> Result<(), SelectError> {
+        match self.left.checked_sub(n) {
+            Some(left) => {
+                self.left = left;
+                Ok(())
+            }
+            None => Err(SelectError::too_many_samples()),
+        }
+    }
+
+    /// Samples still allowed.
+    pub fn left(&self) -> usize {
+        self.left
+    }
+}
+
 /// Reads of series by label matchers over a time range.
+///
+/// Implementors provide [`Select::select_with`] and, for speed,
+/// [`Select::series`] (label sets without samples); the label-name and
+/// label-value queries derive from `series` unless overridden.
 pub trait Select: Send + Sync {
     /// The series of `tenant` matching all `matchers`, with their samples in
     /// `[mint, maxt]` (milliseconds, inclusive), sorted by labels. Series with
-    /// no sample in range are left out.
+    /// no sample in range are left out. Fails with
+    /// [`SelectError::too_many_samples`] once more than `hints.max_samples`
+    /// samples would be returned, without reading the rest.
+    fn select_with<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>>;
+
+    /// [`Select::select_with`] without limits.
     fn select<'a>(
         &'a self,
         tenant: &'a str,
         matchers: &'a [Matcher],
         mint: i64,
         maxt: i64,
-    ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>>;
+    ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
+        self.select_with(tenant, matchers, mint, maxt, SelectHints::default())
+    }
+
+    /// The label sets of `tenant`'s series matching all `matchers` (all
+    /// series when empty) with a sample in `[mint, maxt]`, sorted, without
+    /// duplicates. The default reads samples; stores override it with an
+    /// index lookup.
+    fn series<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        Box::pin(async move {
+            let got = self.select_with(tenant, matchers, mint, maxt, SelectHints::default()).await?;
+            Ok(got.into_iter().map(|s| s.labels).collect())
+        })
+    }
+
+    /// The label names of the series [`Select::series`] returns, sorted.
+    fn label_names<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, SelectError>> {
+        Box::pin(async move {
+            let series = self.series(tenant, matchers, mint, maxt).await?;
+            let names: std::collections::BTreeSet<&str> =
+                series.iter().flat_map(|l| l.iter().map(|l| l.name.as_str())).collect();
+            Ok(names.into_iter().map(str::to_owned).collect())
+        })
+    }
+
+    /// The values of label `name` over the series [`Select::series`]
+    /// returns, sorted; series without the label are skipped.
+    fn label_values<'a>(
+        &'a self,
+        tenant: &'a str,
+        name: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<String>, SelectError>> {
+        Box::pin(async move {
+            let series = self.series(tenant, matchers, mint, maxt).await?;
+            let values: std::collections::BTreeSet<&str> = series.iter().filter_map(|l| l.get(name)).collect();
+            Ok(values.into_iter().map(str::to_owned).collect())
+        })
+    }
+}
+
+/// Merges sorted, duplicate-free label-set lists into one.
+pub fn merge_label_sets(sets: Vec<Vec<Labels>>) -> Vec<Labels> {
+    let mut non_empty: Vec<Vec<Labels>> = sets.into_iter().filter(|s| !s.is_empty()).collect();
+    if non_empty.len() <= 1 {
+        return non_empty.pop().unwrap_or_default();
+    }
+    let all: std::collections::BTreeSet<Labels> = non_empty.into_iter().flatten().collect();
+    all.into_iter().collect()
 }
 
 /// Merges series sets (each sorted by labels) into one set sorted by labels.
@@ -90,21 +223,40 @@ pub fn merge_series_sets(sets: Vec<Vec<Series>>) -> Vec<Series> {
         1 => return non_empty.pop().unwrap_or_default(),
         _ => {}
     }
-    let mut by_labels: std::collections::BTreeMap<Labels, Vec<Sample>> = std::collections::BTreeMap::new();
+    // Parts of each series, in set order; merged once at the end, so a
+    // series spread over many blocks is copied once, not once per block.
+    let mut by_labels: std::collections::BTreeMap<Labels, Vec<Vec<Sample>>> = std::collections::BTreeMap::new();
     for set in non_empty {
         for s in set {
-            match by_labels.entry(s.labels) {
-                std::collections::btree_map::Entry::Vacant(e) => {
-                    e.insert(s.samples);
-                }
-                std::collections::btree_map::Entry::Occupied(mut e) => {
-                    let merged = merge_samples(e.get(), &s.samples);
-                    *e.get_mut() = merged;
-                }
-            }
+            by_labels.entry(s.labels).or_default().push(s.samples);
         }
     }
-    by_labels.into_iter().map(|(labels, samples)| Series { labels, samples }).collect()
+    by_labels.into_iter().map(|(labels, parts)| Series { labels, samples: merge_parts(parts) }).collect()
+}
+
+/// Merges time-ordered sample lists; on equal timestamps the earlier list
+/// wins. Lists that do not overlap in time (blocks) are concatenated.
+fn merge_parts(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+    parts.retain(|p| !p.is_empty());
+    if parts.len() <= 1 {
+        return parts.pop().unwrap_or_default();
+    }
+    let mut order: Vec<usize> = (0..parts.len()).collect();
+    order.sort_by_key(|&i| parts[i].first().map_or(i64::MIN, |s| s.t));
+    let disjoint = order.windows(2).all(|w| match (parts[w[0]].last(), parts[w[1]].first()) {
+        (Some(a), Some(b)) => a.t < b.t,
+        _ => true,
+    });
+    if disjoint {
+        let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+        for i in order {
+            out.extend_from_slice(&parts[i]);
+        }
+        return out;
+    }
+    let mut iter = parts.into_iter();
+    let first = iter.next().unwrap_or_default();
+    iter.fold(first, |acc, p| merge_samples(&acc, &p))
 }
 
 /// Merges two time-ordered sample lists; on equal timestamps `a` wins.
@@ -152,5 +304,69 @@ mod tests {
         assert_eq!(m.len(), 3);
         assert_eq!(m[0].samples.iter().map(|s| s.t).collect::<Vec<_>>(), [1, 2, 3, 4]);
         assert_eq!(m[1].labels.metric_name(), Some("b"));
+    }
+
+    #[test]
+    fn merge_concatenates_disjoint_parts_and_prefers_earlier_sets() {
+        let a = vec![series("m", &[20, 21])];
+        let b = vec![series("m", &[0, 1])];
+        let c = vec![series("m", &[10])];
+        let m = merge_series_sets(vec![a, b, c]);
+        assert_eq!(m[0].samples.iter().map(|s| s.t).collect::<Vec<_>>(), [0, 1, 10, 20, 21]);
+        let first = Series { labels: series("m", &[]).labels, samples: vec![Sample::new(1, 100.0)] };
+        let m = merge_series_sets(vec![vec![first], vec![series("m", &[0, 1, 2])]]);
+        assert_eq!(m[0].samples, vec![Sample::new(0, 0.0), Sample::new(1, 100.0), Sample::new(2, 2.0)]);
+    }
+
+    #[test]
+    fn budget_fails_once_exceeded() {
+        let mut b = SampleBudget::new(&SelectHints { max_samples: 5 });
+        assert!(b.take(3).is_ok());
+        assert!(b.take(2).is_ok());
+        assert_eq!(b.left(), 0);
+        let err = b.take(1).expect_err("over budget");
+        assert_eq!(err.to_string(), TOO_MANY_SAMPLES);
+    }
+
+    /// A store that only implements `select_with`: the label queries derive from it.
+    struct Fixed(Vec<Series>);
+
+    impl Select for Fixed {
+        fn select_with<'a>(
+            &'a self,
+            _tenant: &'a str,
+            matchers: &'a [Matcher],
+            _mint: i64,
+            _maxt: i64,
+            _hints: SelectHints,
+        ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
+            let out = self.0.iter().filter(|s| crate::matcher::matches_all(matchers, &s.labels)).cloned().collect();
+            Box::pin(async move { Ok(out) })
+        }
+    }
+
+    #[test]
+    fn label_queries_derive_from_select() {
+        let l = |pairs: &[(&str, &str)]| Labels::from_pairs(pairs.iter().copied()).expect("labels");
+        let st = Fixed(vec![
+            Series { labels: l(&[("__name__", "up"), ("job", "a")]), samples: vec![Sample::new(1, 1.0)] },
+            Series { labels: l(&[("__name__", "up"), ("zone", "z")]), samples: vec![Sample::new(1, 1.0)] },
+        ]);
+        let run = |f: BoxFuture<'_, Result<Vec<String>, SelectError>>| futures_lite_block_on(f).expect("ok");
+        assert_eq!(run(st.label_names("t", &[], 0, 1)), ["__name__", "job", "zone"]);
+        assert_eq!(run(st.label_names("t", &[Matcher::equal("job", "a")], 0, 1)), ["__name__", "job"]);
+        assert_eq!(run(st.label_values("t", "job", &[], 0, 1)), ["a"]);
+        assert_eq!(merge_label_sets(vec![vec![l(&[("a", "1")])], vec![l(&[("a", "1")]), l(&[("a", "0")])]]).len(), 2);
+    }
+
+    /// Polls a future that never waits (the test store is synchronous).
+    fn futures_lite_block_on<T>(f: BoxFuture<'_, T>) -> T {
+        let mut f = f;
+        let waker = std::task::Waker::noop();
+        let mut cx = std::task::Context::from_waker(waker);
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("test store futures complete at once"),
+        }
     }
 }

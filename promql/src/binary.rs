@@ -14,7 +14,7 @@ use promql_parser::parser::{BinaryExpr, LabelModifier, VectorMatchCardinality};
 use strata_model::{Labels, METRIC_NAME};
 
 use crate::eval::{Evaluator, Range, is_metadata_label};
-use crate::value::{Matrix, Metric, PromqlError, Sample, exec_err};
+use crate::value::{Matrix, Metric, PromqlError, Sample, exec_err, labels_string};
 
 /// How two vectors are matched.
 #[derive(Debug, Clone)]
@@ -304,10 +304,10 @@ fn vector_binop(
             let side = if swapped { "left" } else { "right" };
             return exec_err(format!(
                 "found duplicate series for the match group {} on the {} hand-side of the operation: [{}, {}];many-to-many matching not allowed: matching labels must be unique on one side",
-                m.match_labels(&rs.metric),
+                labels_string(&m.match_labels(&rs.metric)),
                 side,
-                rs.metric,
-                rhs[j].metric
+                labels_string(&rs.metric),
+                labels_string(&rhs[j].metric)
             ));
         }
         right_order.push(sig);

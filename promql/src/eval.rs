@@ -76,27 +76,35 @@ impl Annotations {
     }
 }
 
-/// Raw series of one selector, plus the same points without staleness
-/// markers (what range windows see).
+/// The series of one selector, in the form its node reads them: raw
+/// samples (staleness markers included) for an instant selector, points
+/// without staleness markers for a range selector (what windows see). Only
+/// one form is kept, so a query holds each loaded sample once.
 #[derive(Debug)]
 pub(crate) struct SelectorData {
-    /// Series as read, staleness markers included.
+    /// Instant selectors: series as read, staleness markers included.
     pub raw: Vec<Series>,
-    /// Per series, the points without staleness markers.
+    /// Range selectors: per series, the points without staleness markers.
     pub clean: Vec<Vec<Point>>,
     /// Per series, shared labels.
     pub metrics: Vec<Metric>,
 }
 
 impl SelectorData {
-    /// Wraps series read from storage.
-    pub fn new(raw: Vec<Series>) -> Self {
-        let clean = raw
-            .iter()
-            .map(|s| s.samples.iter().filter(|p| !is_stale_nan(p.v)).map(|p| Point { t: p.t, f: p.v }).collect())
-            .collect();
+    /// Wraps series read from storage for an instant (`range == false`) or
+    /// a range selector.
+    pub fn new(raw: Vec<Series>, range: bool) -> Self {
         let metrics = raw.iter().map(|s| Arc::new(s.labels.clone())).collect();
-        Self { raw, clean, metrics }
+        if !range {
+            return Self { raw, clean: Vec::new(), metrics };
+        }
+        // `Sample` and `Point` have the same layout: the collect reuses each
+        // series' allocation in place rather than copying it.
+        let clean = raw
+            .into_iter()
+            .map(|s| s.samples.into_iter().filter(|p| !is_stale_nan(p.v)).map(|p| Point { t: p.t, f: p.v }).collect())
+            .collect();
+        Self { raw: Vec::new(), clean, metrics }
     }
 }
 

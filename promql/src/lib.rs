@@ -57,6 +57,18 @@ fn parse(query: &str) -> Result<Expr, PromqlError> {
     promql_parser::parser::parse(query).map_err(PromqlError::Parse)
 }
 
+/// Parses a series selector (the `match[]` of the series and label APIs)
+/// into matcher sets, one per `or` alternative.
+pub fn parse_selector(s: &str) -> Result<Vec<Vec<strata_model::Matcher>>, PromqlError> {
+    match parse(s)? {
+        Expr::VectorSelector(vs) => plan::matcher_sets(&vs),
+        other => Err(PromqlError::Parse(format!(
+            "1:1: parse error: expected a series selector, got {}",
+            type_name(other.value_type())
+        ))),
+    }
+}
+
 fn type_name(t: ValueType) -> &'static str {
     match t {
         ValueType::Vector => "instant vector",
@@ -145,13 +157,9 @@ impl Engine {
         let deadline = Instant::now() + self.opts.timeout;
         let ctx = plan::PlanCtx { start: r.start, end: r.end, lookback: self.opts.lookback_delta_ms };
         let fetches = plan::collect(expr, &ctx);
-        let data = plan::fetch_all(store, tenant, &fetches).await?;
+        let data = plan::fetch_all(store, tenant, &fetches, self.opts.max_samples).await?;
         if Instant::now() > deadline {
             return Err(PromqlError::Timeout);
-        }
-        let loaded: usize = data.values().map(|d| d.raw.iter().map(|s| s.samples.len()).sum::<usize>()).sum();
-        if loaded > self.opts.max_samples {
-            return Err(PromqlError::TooManySamples);
         }
         let mut ev = Evaluator {
             data: &data,
@@ -266,6 +274,18 @@ mod tests {
         assert_eq!(m.len(), 1);
         assert_eq!(m[0].labels.metric_name(), None);
         assert_eq!(m[0].samples.iter().map(|s| s.v).collect::<Vec<_>>(), vec![0.0, 120.0, 240.0]);
+    }
+
+    #[test]
+    fn sample_limit_fails_cleanly() {
+        let st = store();
+        // Two series of 11 samples: a 10m range at 600 s loads 10 samples of each.
+        let opts = |max_samples| EngineOptions { max_samples, ..EngineOptions::default() };
+        let q = "sum(rate(http_requests_total[10m]))";
+        assert!(block(Engine::new(opts(100)).instant_query(&st, "t", q, 600_000)).is_ok());
+        let err = block(Engine::new(opts(19)).instant_query(&st, "t", q, 600_000)).expect_err("over the limit");
+        assert_eq!(err, PromqlError::TooManySamples);
+        assert_eq!(err.error_type(), "execution");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use strata_model::{BoxFuture, Labels, Matcher, Sample, Select, SelectError, Series};
+use strata_model::{BoxFuture, Labels, Matcher, Sample, SampleBudget, Select, SelectError, SelectHints, Series};
 
 /// Series per tenant, kept in memory, sorted by labels.
 #[derive(Debug, Default)]
@@ -40,32 +40,68 @@ impl MemStore {
         self.tenants.read().unwrap_or_else(|e| e.into_inner()).get(tenant).map_or(0, BTreeMap::len)
     }
 
-    fn select_sync(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Series> {
+    fn select_sync(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> Result<Vec<Series>, SelectError> {
+        let map = self.tenants.read().unwrap_or_else(|e| e.into_inner());
+        let Some(series) = map.get(tenant) else {
+            return Ok(Vec::new());
+        };
+        let mut budget = SampleBudget::new(&hints);
+        let mut out = Vec::new();
+        for (labels, samples) in series.iter().filter(|(labels, _)| matchers.iter().all(|m| m.matches_labels(labels))) {
+            let lo = samples.partition_point(|s| s.t < mint);
+            let hi = samples.partition_point(|s| s.t <= maxt);
+            if lo < hi {
+                budget.take(hi - lo)?;
+                out.push(Series { labels: labels.clone(), samples: samples[lo..hi].to_vec() });
+            }
+        }
+        Ok(out)
+    }
+
+    fn series_sync(&self, tenant: &str, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<Labels> {
         let map = self.tenants.read().unwrap_or_else(|e| e.into_inner());
         let Some(series) = map.get(tenant) else {
             return Vec::new();
         };
         series
             .iter()
-            .filter(|(labels, _)| matchers.iter().all(|m| m.matches_labels(labels)))
-            .filter_map(|(labels, samples)| {
-                let lo = samples.partition_point(|s| s.t < mint);
-                let hi = samples.partition_point(|s| s.t <= maxt);
-                (lo < hi).then(|| Series { labels: labels.clone(), samples: samples[lo..hi].to_vec() })
+            .filter(|(labels, samples)| {
+                matchers.iter().all(|m| m.matches_labels(labels))
+                    && samples.partition_point(|s| s.t < mint) < samples.partition_point(|s| s.t <= maxt)
             })
+            .map(|(labels, _)| labels.clone())
             .collect()
     }
 }
 
 impl Select for MemStore {
-    fn select<'a>(
+    fn select_with<'a>(
         &'a self,
         tenant: &'a str,
         matchers: &'a [Matcher],
         mint: i64,
         maxt: i64,
+        hints: SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
-        let out = self.select_sync(tenant, matchers, mint, maxt);
+        let out = self.select_sync(tenant, matchers, mint, maxt, hints);
+        Box::pin(async move { out })
+    }
+
+    fn series<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+    ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        let out = self.series_sync(tenant, matchers, mint, maxt);
         Box::pin(async move { Ok(out) })
     }
 }
@@ -80,12 +116,27 @@ mod tests {
         let a = Labels::from_pairs([("__name__", "up"), ("job", "a")]).expect("labels");
         let b = Labels::from_pairs([("__name__", "up"), ("job", "b")]).expect("labels");
         st.add("t", a.clone(), [Sample::new(0, 1.0), Sample::new(10, 2.0), Sample::new(20, 3.0)]);
-        st.add("t", b, [Sample::new(30, 1.0)]);
-        let got = st.select_sync("t", &[Matcher::equal("job", "a")], 5, 20);
+        st.add("t", b.clone(), [Sample::new(30, 1.0)]);
+        let sel = |m: &[Matcher], mint, maxt| st.select_sync("t", m, mint, maxt, SelectHints::default()).expect("ok");
+        let got = sel(&[Matcher::equal("job", "a")], 5, 20);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].labels, a);
         assert_eq!(got[0].samples, vec![Sample::new(10, 2.0), Sample::new(20, 3.0)]);
-        assert!(st.select_sync("t", &[Matcher::equal("job", "b")], 0, 20).is_empty());
-        assert!(st.select_sync("other", &[], 0, 100).is_empty());
+        assert!(sel(&[Matcher::equal("job", "b")], 0, 20).is_empty());
+        assert!(st.select_sync("other", &[], 0, 100, SelectHints::default()).expect("ok").is_empty());
+        assert_eq!(st.series_sync("t", &[], 25, 30), vec![b]);
+    }
+
+    #[test]
+    fn select_stops_over_the_sample_budget() {
+        let st = MemStore::new();
+        for i in 0..10 {
+            let l = Labels::from_pairs([("__name__", "m".to_owned()), ("i", i.to_string())]).expect("labels");
+            st.add("t", l, (0..10).map(|t| Sample::new(t, 1.0)));
+        }
+        let ok = st.select_sync("t", &[], 0, 9, SelectHints { max_samples: 100 }).expect("exactly at the limit");
+        assert_eq!(ok.len(), 10);
+        let err = st.select_sync("t", &[], 0, 9, SelectHints { max_samples: 99 }).expect_err("over the limit");
+        assert!(matches!(err, SelectError::Limit(_)));
     }
 }

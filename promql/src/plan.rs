@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
 use promql_parser::parser::{Expr, VectorSelector};
-use strata_model::{METRIC_NAME, MatchOp, Matcher, Select, Series};
+use strata_model::{METRIC_NAME, MatchOp, Matcher, Select, SelectError, SelectHints, Series};
 
 use crate::eval::{SelectorData, dur_ms, offset_ms, selector_key, system_time_ms};
 use crate::value::PromqlError;
@@ -19,6 +19,8 @@ pub(crate) struct Fetch<'e> {
     pub mint: i64,
     /// Latest sample time needed, ms.
     pub maxt: i64,
+    /// Whether the selector is read as a range (`x[5m]`) rather than an instant vector.
+    pub range: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -110,7 +112,7 @@ fn fetch_for<'e>(vs: &'e VectorSelector, ctx: &PlanCtx, st: PathState, eval_rang
         start -= eval_range - 1;
     }
     let off = offset_ms(vs.offset.as_ref());
-    Fetch { vs, mint: start - off, maxt: end - off }
+    Fetch { vs, mint: start - off, maxt: end - off, range: eval_range != 0 }
 }
 
 fn convert_matcher(m: &PMatcher) -> Result<Matcher, PromqlError> {
@@ -147,26 +149,35 @@ pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Pro
         .collect()
 }
 
-/// Fetches every selector's series.
+/// Fetches every selector's series, loading at most `max_samples` samples
+/// in all: storage stops reading once over, and the query fails with
+/// [`PromqlError::TooManySamples`] before memory runs out.
 pub(crate) async fn fetch_all(
     store: &dyn Select,
     tenant: &str,
     fetches: &[Fetch<'_>],
+    max_samples: usize,
 ) -> Result<HashMap<usize, SelectorData>, PromqlError> {
     let mut data = HashMap::with_capacity(fetches.len());
+    let mut left = max_samples;
     for f in fetches {
         let sets = matcher_sets(f.vs)?;
         let mut series: Vec<Series> = Vec::new();
         for set in &sets {
-            let got =
-                store.select(tenant, set, f.mint, f.maxt).await.map_err(|e| PromqlError::Storage(e.to_string()))?;
+            let hints = SelectHints { max_samples: left };
+            let got = store.select_with(tenant, set, f.mint, f.maxt, hints).await.map_err(|e| match e {
+                SelectError::Limit(_) => PromqlError::TooManySamples,
+                SelectError::Storage(_) => PromqlError::Storage(e.to_string()),
+            })?;
+            let loaded: usize = got.iter().map(|s| s.samples.len()).sum();
+            left = left.checked_sub(loaded).ok_or(PromqlError::TooManySamples)?;
             series.extend(got);
         }
         if sets.len() > 1 {
             series.sort_by(|a, b| a.labels.cmp(&b.labels));
             series.dedup_by(|a, b| a.labels == b.labels);
         }
-        data.insert(selector_key(f.vs), SelectorData::new(series));
+        data.insert(selector_key(f.vs), SelectorData::new(series, f.range));
     }
     Ok(data)
 }
@@ -183,6 +194,22 @@ mod tests {
         assert_eq!(f.len(), 2);
         assert_eq!((f[0].mint, f[0].maxt), (1_000_000 - 300_000 + 1 - 60_000, 2_000_000 - 60_000));
         assert_eq!((f[1].mint, f[1].maxt), (1_000_000 - 300_000 + 1, 2_000_000));
+    }
+
+    #[test]
+    fn fetch_stops_at_the_sample_budget() {
+        let st = crate::memstore::MemStore::new();
+        for name in ["a", "b"] {
+            let l = strata_model::Labels::from_pairs([("__name__", name)]).expect("labels");
+            st.add("t", l, (0..10).map(|t| strata_model::Sample::new(t, 1.0)));
+        }
+        let e = promql_parser::parser::parse("a + b").expect("parses");
+        let ctx = PlanCtx { start: 9, end: 9, lookback: 300_000 };
+        let f = collect(&e, &ctx);
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        assert!(rt.block_on(fetch_all(&st, "t", &f, 20)).is_ok());
+        let err = rt.block_on(fetch_all(&st, "t", &f, 19)).expect_err("a and b hold 20 samples");
+        assert_eq!(err, PromqlError::TooManySamples);
     }
 
     #[test]

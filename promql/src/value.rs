@@ -87,6 +87,46 @@ impl PromqlError {
 }
 
 /// Shorthand for execution errors.
+/// A label set as Prometheus prints it in messages (`labels.Labels.String()`):
+/// `{__name__="up", job="node"}`, values quoted as Go's `strconv.Quote` does.
+pub(crate) fn labels_string(l: &Labels) -> String {
+    let mut out = String::from("{");
+    for (i, x) in l.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(&x.name);
+        out.push('=');
+        go_quote(&mut out, &x.value);
+    }
+    out.push('}');
+    out
+}
+
+/// Appends `s` quoted like Go's `strconv.Quote`.
+fn go_quote(out: &mut String, s: &str) {
+    use std::fmt::Write;
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{7}' => out.push_str("\\a"),
+            '\u{8}' => out.push_str("\\b"),
+            '\u{c}' => out.push_str("\\f"),
+            '\u{b}' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
 pub(crate) fn exec_err<T>(msg: impl Into<String>) -> Result<T, PromqlError> {
     Err(PromqlError::Execution(msg.into()))
 }
@@ -150,6 +190,13 @@ pub(crate) enum Val {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_print_like_prometheus() {
+        let l = Labels::from_pairs([("__name__", "up"), ("job", "a\"b\u{1}")]).expect("labels");
+        assert_eq!(labels_string(&l), r#"{__name__="up", job="a\"b\x01"}"#);
+        assert_eq!(labels_string(&Labels::empty()), "{}");
+    }
 
     #[test]
     fn error_types_follow_prometheus_api() {

@@ -1,6 +1,10 @@
-//! `/api/v1/query` and `/api/v1/query_range`, as Prometheus serves them:
-//! GET or POST (form body), the same parameters, errors and JSON.
+//! The `/api/v1` router and the query endpoints, as Prometheus serves them:
+//! `query`, `query_range`, `format_query` and `parse_query`, GET or POST
+//! (form body), with the same parameters, errors and JSON. The series and
+//! label endpoints are in [`crate::metadata`], the status ones in
+//! [`crate::status`].
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,7 +20,7 @@ use strata_model::{DEFAULT_TENANT, Select};
 use strata_promql::{Engine, EngineOptions, PromqlError};
 
 use crate::ApiError;
-use crate::params::{parse_duration_ms, parse_time};
+use crate::params::{parse_duration_ms, parse_time, time_param};
 
 /// Prometheus' limit on points per series in a range query.
 pub const MAX_POINTS_PER_SERIES: i64 = 11_000;
@@ -49,11 +53,16 @@ pub struct QuerierDeps {
     pub clock: Arc<dyn Clock>,
     /// Limits.
     pub settings: QuerierSettings,
+    /// The flags the process was started with, by name without dashes
+    /// (`/api/v1/status/flags`).
+    pub flags: BTreeMap<String, String>,
 }
 
+/// What every handler shares.
 #[derive(Clone)]
-struct ApiState {
-    deps: QuerierDeps,
+pub(crate) struct ApiState {
+    /// The querier's dependencies.
+    pub deps: QuerierDeps,
     engine: Arc<Engine>,
     queries: Counter,
     failed: Counter,
@@ -74,14 +83,22 @@ pub fn api_router(deps: QuerierDeps) -> Router {
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
+        .route("/api/v1/format_query", get(format_query).post(format_query))
+        .route("/api/v1/parse_query", get(parse_query).post(parse_query))
+        .route("/api/v1/series", get(crate::metadata::series).post(crate::metadata::series))
+        .route("/api/v1/labels", get(crate::metadata::labels).post(crate::metadata::labels))
+        .route("/api/v1/label/{name}/values", get(crate::metadata::label_values))
+        .route("/api/v1/status/buildinfo", get(crate::status::buildinfo))
+        .route("/api/v1/status/flags", get(crate::status::flags))
         .with_state(state)
 }
 
 /// Request parameters: the URL query, then (for POST) the form body, as Go's `r.FormValue`.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn parse(method: &Method, headers: &HeaderMap, raw_query: Option<&str>, body: &[u8]) -> Self {
+    /// Collects the parameters of a request.
+    pub fn parse(method: &Method, headers: &HeaderMap, raw_query: Option<&str>, body: &[u8]) -> Self {
         let mut v: Vec<(String, String)> = Vec::new();
         let is_form = headers
             .get(header::CONTENT_TYPE)
@@ -96,12 +113,19 @@ impl Params {
         Self(v)
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    /// The first value of `name`.
+    pub fn get(&self, name: &str) -> Option<&str> {
         self.0.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of `name` (`match[]` may repeat), body first as Go's `r.Form`.
+    pub fn get_all(&self, name: &str) -> Vec<&str> {
+        self.0.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
     }
 }
 
-fn tenant(headers: &HeaderMap) -> String {
+/// The tenant a request reads (`X-Scope-OrgID`, else the default tenant).
+pub(crate) fn tenant(headers: &HeaderMap) -> String {
     headers
         .get("X-Scope-OrgID")
         .and_then(|v| v.to_str().ok())
@@ -117,7 +141,8 @@ fn query_error(e: PromqlError) -> ApiError {
     }
 }
 
-fn respond(state: &ApiState, result: Result<String, ApiError>) -> Response {
+/// Answers with a JSON body, or the error (counted as a failed query).
+pub(crate) fn respond(state: &ApiState, result: Result<String, ApiError>) -> Response {
     match result {
         Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Err(e) => {
@@ -138,10 +163,7 @@ async fn query(
     let p = Params::parse(&method, &headers, raw.as_deref(), &body);
     let result = async {
         let q = p.get("query").unwrap_or_default();
-        let t = match p.get("time") {
-            Some(t) if !t.is_empty() => parse_time("time", t)?,
-            _ => state.deps.clock.now_ms(),
-        };
+        let t = time_param("time", p.get("time"), state.deps.clock.now_ms())?;
         let tenant = tenant(&headers);
         let fut = state.engine.instant_query(state.deps.storage.as_ref(), &tenant, q, t);
         let r = with_timeout(&state, &p, fut).await?;
@@ -164,12 +186,15 @@ async fn query_range(
         let start = parse_time("start", p.get("start").unwrap_or_default())?;
         let end = parse_time("end", p.get("end").unwrap_or_default())?;
         if end < start {
-            return Err(ApiError::BadData("end timestamp must not be before start time".into()));
+            return Err(ApiError::BadData(
+                "invalid parameter \"end\": end timestamp must not be before start time".into(),
+            ));
         }
         let step = parse_duration_ms("step", p.get("step").unwrap_or_default())?;
         if step <= 0 {
             return Err(ApiError::BadData(
-                "zero or negative query resolution step widths are not accepted. Try a positive integer".into(),
+                "invalid parameter \"step\": zero or negative query resolution step widths are not accepted. Try a positive integer"
+                    .into(),
             ));
         }
         if (end - start) / step > MAX_POINTS_PER_SERIES {
@@ -186,6 +211,41 @@ async fn query_range(
     }
     .await;
     respond(&state, result)
+}
+
+/// `/api/v1/format_query`: the query, pretty-printed as Prometheus does.
+async fn format_query(
+    State(state): State<ApiState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+    let result = parse_query_param(&p).map(|expr| {
+        let mut data = String::new();
+        crate::json::write_str(&mut data, &expr.prettify());
+        crate::json::success_body(&data, &[], &[])
+    });
+    respond(&state, result)
+}
+
+/// `/api/v1/parse_query`: the query's syntax tree as JSON.
+async fn parse_query(
+    State(state): State<ApiState>,
+    method: Method,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+    body: Bytes,
+) -> Response {
+    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+    let result = parse_query_param(&p).map(|expr| crate::json::success_body(&crate::ast::ast_json(&expr), &[], &[]));
+    respond(&state, result)
+}
+
+fn parse_query_param(p: &Params) -> Result<promql_parser::parser::Expr, ApiError> {
+    promql_parser::parser::parse(p.get("query").unwrap_or_default())
+        .map_err(|msg| ApiError::BadData(format!("invalid parameter \"query\": {msg}")))
 }
 
 async fn with_timeout<T>(

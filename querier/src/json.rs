@@ -45,6 +45,18 @@ pub fn write_timestamp(out: &mut String, t: i64) {
     }
 }
 
+/// Appends a millisecond timestamp as Go's `encoding/json` writes
+/// `float64(t) / 1000` (`1.5`, `12`, `1435781451.781`).
+pub fn write_float_timestamp(out: &mut String, t: i64) {
+    let secs = t as f64 / 1000.0;
+    if secs.abs() >= 1e21 || (secs != 0.0 && secs.abs() < 1e-6) {
+        // Go switches to exponent notation here; millisecond times never get there.
+        let _ = write!(out, "{secs:e}");
+    } else {
+        let _ = write!(out, "{secs}");
+    }
+}
+
 /// Appends a float value as a JSON string (`"1"`, `"0.5"`, `"NaN"`, `"+Inf"`).
 pub fn write_value(out: &mut String, v: f64) {
     out.push('"');
@@ -60,7 +72,8 @@ pub fn write_value(out: &mut String, v: f64) {
     out.push('"');
 }
 
-fn write_labels(out: &mut String, labels: &Labels) {
+/// Appends a label set as a JSON object (`{"__name__":"up","job":"x"}`).
+pub fn write_labels(out: &mut String, labels: &Labels) {
     out.push('{');
     for (i, l) in labels.iter().enumerate() {
         if i > 0 {
@@ -135,13 +148,18 @@ pub fn query_body(value: &Value, warnings: &[String], infos: &[String]) -> Strin
     let mut out = String::with_capacity(256);
     out.push_str("{\"status\":\"success\",\"data\":{\"resultType\":");
     match value {
+        // Prometheus encodes scalars and strings with `encoding/json`: the
+        // time is a float in seconds (`1.5`, not `1.500`).
         Value::Scalar { t, v } => {
-            out.push_str("\"scalar\",\"result\":");
-            write_point(&mut out, Sample::new(*t, *v));
+            out.push_str("\"scalar\",\"result\":[");
+            write_float_timestamp(&mut out, *t);
+            out.push(',');
+            write_value(&mut out, *v);
+            out.push(']');
         }
         Value::String { t, s } => {
             out.push_str("\"string\",\"result\":[");
-            write_timestamp(&mut out, *t);
+            write_float_timestamp(&mut out, *t);
             out.push(',');
             write_str(&mut out, s);
             out.push(']');
@@ -156,6 +174,29 @@ pub fn query_body(value: &Value, warnings: &[String], infos: &[String]) -> Strin
         }
     }
     out.push('}');
+    write_string_list(&mut out, "warnings", warnings);
+    write_string_list(&mut out, "infos", infos);
+    out.push('}');
+    out
+}
+
+/// Appends strings as a JSON array.
+pub fn write_str_array<S: AsRef<str>>(out: &mut String, items: &[S]) {
+    out.push('[');
+    for (i, s) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(out, s.as_ref());
+    }
+    out.push(']');
+}
+
+/// A successful response whose `data` is the JSON text `data`.
+pub fn success_body(data: &str, warnings: &[String], infos: &[String]) -> String {
+    let mut out = String::with_capacity(data.len() + 64);
+    out.push_str("{\"status\":\"success\",\"data\":");
+    out.push_str(data);
     write_string_list(&mut out, "warnings", warnings);
     write_string_list(&mut out, "infos", infos);
     out.push('}');
@@ -223,6 +264,25 @@ mod tests {
             query_body(&v, &[], &[]),
             r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"__name__":"up","job":"x"},"value":[1,"1"]}]}}"#
         );
+    }
+
+    #[test]
+    fn success_body_with_warnings() {
+        let mut data = String::new();
+        write_str_array(&mut data, &["a", "b"]);
+        assert_eq!(
+            success_body(&data, &["results truncated due to limit".into()], &[]),
+            r#"{"status":"success","data":["a","b"],"warnings":["results truncated due to limit"]}"#
+        );
+        assert_eq!(success_body("[]", &[], &[]), r#"{"status":"success","data":[]}"#);
+    }
+
+    #[test]
+    fn scalar_and_string_times_like_encoding_json() {
+        let body = query_body(&Value::Scalar { t: 1_767_231_000_500, v: -0.75 }, &[], &[]);
+        assert_eq!(body, r#"{"status":"success","data":{"resultType":"scalar","result":[1767231000.5,"-0.75"]}}"#);
+        let body = query_body(&Value::String { t: 12_000, s: "a".into() }, &[], &[]);
+        assert_eq!(body, r#"{"status":"success","data":{"resultType":"string","result":[12,"a"]}}"#);
     }
 
     #[test]

@@ -1,14 +1,22 @@
 //! Strata querier: the Prometheus HTTP API over any [`strata_model::Select`].
 //!
-//! - [`api`]: the `/api/v1/*` handlers and their parameter parsing.
+//! - [`api`]: the `/api/v1` router; `query`, `query_range`, `format_query`, `parse_query`.
+//! - [`metadata`]: `series`, `labels`, `label/<name>/values`.
+//! - [`status`]: `status/buildinfo`, `status/flags`.
+//! - [`ast`]: the syntax-tree JSON of `parse_query`.
 //! - [`json`]: Prometheus' exact JSON encoding of results and errors.
 //! - [`params`]: times and durations as Prometheus accepts them.
 //! - [`error`]: [`ApiError`], classified once into Prometheus' `errorType` and HTTP status.
 
 pub mod api;
+pub mod ast;
 pub mod error;
 pub mod json;
+pub mod metadata;
 pub mod params;
+pub mod status;
+#[cfg(test)]
+mod tests;
 
 pub use api::{QuerierDeps, QuerierSettings, api_router};
 pub use error::ApiError;

@@ -21,6 +21,19 @@ pub fn parse_time(name: &str, s: &str) -> Result<i64, ApiError> {
     parse_rfc3339(s).ok_or_else(bad)
 }
 
+/// A time parameter that has a default (Go's `parseTimeParam`): missing or
+/// empty gives `default`; a bad value is reported as Prometheus does.
+pub fn time_param(name: &str, value: Option<&str>, default: i64) -> Result<i64, ApiError> {
+    match value {
+        None | Some("") => Ok(default),
+        Some(s) => parse_time(name, s).map_err(|_| {
+            ApiError::BadData(format!(
+                "invalid parameter \"{name}\": Invalid time value for '{name}': cannot parse {s:?} to a valid timestamp"
+            ))
+        }),
+    }
+}
+
 /// Parses a duration parameter into milliseconds.
 pub fn parse_duration_ms(name: &str, s: &str) -> Result<i64, ApiError> {
     let bad = || ApiError::BadData(format!("invalid parameter {name:?}: cannot parse {s:?} to a valid duration"));
@@ -109,6 +122,12 @@ mod tests {
         assert_eq!(parse_time("time", "1970-01-01T00:00:00Z").ok(), Some(0));
         assert!(parse_time("time", "yesterday").is_err());
         assert!(parse_time("time", "2015-13-01T00:00:00Z").is_err());
+        assert_eq!(time_param("time", None, 7).ok(), Some(7));
+        assert_eq!(time_param("time", Some("2"), 7).ok(), Some(2000));
+        assert_eq!(
+            time_param("time", Some("x"), 7).map_err(|e| e.to_string()).err().as_deref(),
+            Some("invalid parameter \"time\": Invalid time value for 'time': cannot parse \"x\" to a valid timestamp")
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Result;
-use common::{Api, Proc, eventually, free_port, strata_bin};
+use common::{Api, Proc, eventually, free_port, start_prometheus, start_strata_standalone};
 
 /// `{label set → value}` of an instant query at `time`.
 async fn vector_at(api: &Api, q: &str, time: f64) -> Option<BTreeMap<String, String>> {
@@ -39,16 +39,8 @@ async fn prometheus_remote_write_gives_the_same_answers() -> Result<()> {
     let strata_port = free_port();
     let empty = dir.path().join("strata.yml");
     std::fs::write(&empty, "")?;
-    let _strata = Proc::spawn(
-        "strata",
-        Command::new(strata_bin()).args([
-            "standalone",
-            &format!("--config.file={}", empty.display()),
-            &format!("--storage.path={}", dir.path().join("strata-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{strata_port}"),
-        ]),
-        &dir.path().join("strata.log"),
-    )?;
+    let _strata =
+        start_strata_standalone(&empty, &dir.path().join("strata-data"), strata_port, &dir.path().join("strata.log"))?;
     let strata = Api::new(strata_port);
     eventually("strata ready", Duration::from_secs(30), || async { strata.ready().await.then_some(()) }).await?;
 
@@ -60,15 +52,8 @@ async fn prometheus_remote_write_gives_the_same_answers() -> Result<()> {
             "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{ne_port}']\nremote_write:\n  - url: http://127.0.0.1:{strata_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 500ms\n"
         ),
     )?;
-    let _prom = Proc::spawn(
-        "prometheus",
-        Command::new("prometheus").args([
-            &format!("--config.file={}", prom_config.display()),
-            &format!("--storage.tsdb.path={}", dir.path().join("prom-data").display()),
-            &format!("--web.listen-address=127.0.0.1:{prom_port}"),
-        ]),
-        &dir.path().join("prometheus.log"),
-    )?;
+    let _prom =
+        start_prometheus(&prom_config, &dir.path().join("prom-data"), prom_port, &dir.path().join("prometheus.log"))?;
     let prom = Api::new(prom_port);
     eventually("prometheus ready", Duration::from_secs(60), || async { prom.ready().await.then_some(()) }).await?;
 
@@ -105,16 +90,7 @@ async fn malformed_remote_write_is_refused_and_strata_keeps_serving() -> Result<
     let port = free_port();
     let empty = dir.path().join("strata.yml");
     std::fs::write(&empty, "")?;
-    let _strata = Proc::spawn(
-        "strata",
-        Command::new(strata_bin()).args([
-            "standalone",
-            &format!("--config.file={}", empty.display()),
-            &format!("--storage.path={}", dir.path().join("data").display()),
-            &format!("--web.listen-address=127.0.0.1:{port}"),
-        ]),
-        &dir.path().join("strata.log"),
-    )?;
+    let _strata = start_strata_standalone(&empty, &dir.path().join("data"), port, &dir.path().join("strata.log"))?;
     let api = Api::new(port);
     eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
     let url = format!("{}/api/v1/write", api.base);

@@ -33,12 +33,7 @@ pub fn router(storage: LocalStorage) -> Router {
 }
 
 fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("X-Scope-OrgID")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_owned()
+    strata_common::tenant_of(headers, DEFAULT_TENANT)
 }
 
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {

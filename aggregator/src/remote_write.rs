@@ -234,12 +234,7 @@ fn from_v2(req: v2::Request, tenant: &str) -> Result<(WriteBatch, Extras), Decod
 }
 
 fn tenant_of(headers: &HeaderMap) -> String {
-    headers
-        .get("X-Scope-OrgID")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_owned()
+    strata_common::tenant_of(headers, DEFAULT_TENANT)
 }
 
 fn refuse(state: &RwState, status: StatusCode, msg: String) -> Response {

@@ -126,12 +126,7 @@ impl Params {
 
 /// The tenant a request reads (`X-Scope-OrgID`, else the default tenant).
 pub(crate) fn tenant(headers: &HeaderMap) -> String {
-    headers
-        .get("X-Scope-OrgID")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty())
-        .unwrap_or(DEFAULT_TENANT)
-        .to_owned()
+    strata_common::tenant_of(headers, DEFAULT_TENANT)
 }
 
 fn query_error(e: PromqlError) -> ApiError {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use promql_parser::parser::{AtModifier, Expr, MatrixSelector, Offset, SubqueryExpr, VectorSelector};
 use strata_model::{Labels, Sample as RawSample, Series, is_stale_nan};
 
+use crate::gostr::NonUtf8Literals;
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries, Sample, Val, exec_err};
 
 /// The step used by subqueries that name none (Prometheus' default
@@ -185,6 +186,8 @@ pub(crate) struct Evaluator<'a> {
     pub query_step: i64,
     /// Collected annotations.
     pub annos: Annotations,
+    /// The query's string literals that Go would decode to non-UTF-8 bytes.
+    pub non_utf8: NonUtf8Literals,
 }
 
 impl Evaluator<'_> {

@@ -41,6 +41,25 @@ pub(crate) fn format_float(f: f64) -> String {
     }
 }
 
+/// Go's `%g` (shortest digits; an exponent of at least two digits below
+/// 1e-4 and from 1e6 on), as Prometheus' annotations print their values.
+pub(crate) fn format_g(f: f64) -> String {
+    if !f.is_finite() || f == 0.0 {
+        return format_float(f);
+    }
+    let sci = format!("{f:e}");
+    let Some((mantissa, exp)) = sci.split_once('e') else {
+        return format_float(f);
+    };
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if (-4..6).contains(&exp) {
+        format_float(f)
+    } else {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.unsigned_abs())
+    }
+}
+
 /// Prometheus' `FormatOpenMetricsFloat`: like `%g`, with `.0` on integers.
 fn format_openmetrics_float(f: f64) -> String {
     let s = format_float(f);
@@ -1031,7 +1050,7 @@ fn label_replace(ev: &mut Evaluator<'_>, args: &[&Expr], r: Range) -> Result<Mat
     let Ok(re) = Regex::new(&format!("^(?s:{regex_str})$")) else {
         return exec_err(format!("invalid regular expression in label_replace(): {regex_str}"));
     };
-    if dst.is_empty() {
+    if dst.is_empty() || ev.non_utf8.go_bytes(&dst).is_some() {
         return exec_err(format!("invalid destination label name in label_replace(): {dst}"));
     }
     let mut m = ev.eval_matrix(args[0], r)?;
@@ -1060,12 +1079,12 @@ fn label_join(ev: &mut Evaluator<'_>, args: &[&Expr], r: Range) -> Result<Matrix
     let mut srcs = Vec::new();
     for a in &args[3..] {
         let s = string_arg(a)?;
-        if s.is_empty() {
+        if s.is_empty() || ev.non_utf8.go_bytes(&s).is_some() {
             return exec_err(format!("invalid source label name in label_join(): {s}"));
         }
         srcs.push(s);
     }
-    if dst.is_empty() {
+    if dst.is_empty() || ev.non_utf8.go_bytes(&dst).is_some() {
         return exec_err(format!("invalid destination label name in label_join(): {dst}"));
     }
     let mut m = ev.eval_matrix(args[0], r)?;
@@ -1084,6 +1103,19 @@ fn label_join(ev: &mut Evaluator<'_>, args: &[&Expr], r: Range) -> Result<Matrix
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_g_matches_go() {
+        assert_eq!(format_g(1.1), "1.1");
+        assert_eq!(format_g(-1.0), "-1");
+        assert_eq!(format_g(123456.0), "123456");
+        assert_eq!(format_g(1e6), "1e+06");
+        assert_eq!(format_g(-1.5e-5), "-1.5e-05");
+        assert_eq!(format_g(0.0001), "0.0001");
+        assert_eq!(format_g(1e100), "1e+100");
+        assert_eq!(format_g(f64::INFINITY), "+Inf");
+        assert_eq!(format_g(f64::NAN), "NaN");
+    }
 
     #[test]
     fn quantile_interpolates() {

@@ -6,6 +6,7 @@
 //! - `plan`: which series each selector needs, fetched once per query.
 //! - `eval`: the step-wise evaluator (`rangeEval`), selectors, subqueries.
 //! - `binary`, `aggregate`, `functions`: operators, aggregations, functions.
+//! - `gostr`: string literals as Go decodes them (non-UTF-8 label names).
 //!
 //! Names are dropped the Prometheus 3 way ("delayed name removal"):
 //! functions mark series, and `__name__` is removed from the final result.
@@ -14,6 +15,7 @@ mod aggregate;
 mod binary;
 mod eval;
 mod functions;
+mod gostr;
 pub mod memstore;
 mod plan;
 pub mod value;
@@ -26,6 +28,7 @@ use promql_parser::parser::value::ValueType;
 use strata_model::{Sample as RawSample, Select, Series};
 
 use crate::eval::{Annotations, Evaluator, Range, cleanup_metric_labels};
+use crate::gostr::NonUtf8Literals;
 pub use crate::value::{InstantSample, PromqlError, QueryResult, Value};
 use crate::value::{RSeries, Val};
 
@@ -114,7 +117,7 @@ impl Engine {
         time_ms: i64,
     ) -> Result<QueryResult, PromqlError> {
         let expr = parse(query)?;
-        self.exec(store, tenant, &expr, Range { start: time_ms, end: time_ms, interval: 1 }, false).await
+        self.exec(store, tenant, query, &expr, Range { start: time_ms, end: time_ms, interval: 1 }, false).await
     }
 
     /// Evaluates `query` at every step from `start_ms` to `end_ms`.
@@ -143,13 +146,14 @@ impl Engine {
                 type_name(t)
             )));
         }
-        self.exec(store, tenant, &expr, Range { start: start_ms, end: end_ms, interval: step_ms }, true).await
+        self.exec(store, tenant, query, &expr, Range { start: start_ms, end: end_ms, interval: step_ms }, true).await
     }
 
     async fn exec(
         &self,
         store: &dyn Select,
         tenant: &str,
+        query: &str,
         expr: &Expr,
         r: Range,
         is_range: bool,
@@ -171,6 +175,7 @@ impl Engine {
             query_end: r.end,
             query_step: if is_range { r.interval } else { 0 },
             annos: Annotations::default(),
+            non_utf8: NonUtf8Literals::scan(query),
         };
         if is_range && contains_sort(expr) {
             ev.annos.warn("sort is ineffective for range queries since results are always ordered by labels");
@@ -286,6 +291,29 @@ mod tests {
         let err = block(Engine::new(opts(19)).instant_query(&st, "t", q, 600_000)).expect_err("over the limit");
         assert_eq!(err, PromqlError::TooManySamples);
         assert_eq!(err.error_type(), "execution");
+    }
+
+    #[test]
+    fn limit_ratio_caps_and_complements() {
+        let st = store();
+        let e = Engine::default();
+        let count = |q: &str| {
+            let res = block(e.instant_query(&st, "t", q, 600_000)).expect("ok");
+            let Value::Vector(v) = res.value else { panic!("vector expected") };
+            (v.len(), res.warnings)
+        };
+        let (n, w) = count("limit_ratio(1.5, http_requests_total)");
+        assert_eq!(n, 2);
+        assert_eq!(w, ["PromQL warning: ratio value should be between -1 and 1, got 1.5, capping to 1"]);
+        let (n, w) = count("limit_ratio(-1e6, http_requests_total)");
+        assert_eq!(n, 2);
+        assert_eq!(w, ["PromQL warning: ratio value should be between -1 and 1, got -1e+06, capping to -1"]);
+        assert_eq!(count("limit_ratio(0, http_requests_total)").0, 0);
+        let (a, _) = count("limit_ratio(0.3, http_requests_total)");
+        let (b, _) = count("limit_ratio(-0.7, http_requests_total)");
+        assert_eq!(a + b, 2);
+        let err = block(e.instant_query(&st, "t", "limit_ratio(NaN, http_requests_total)", 0)).expect_err("NaN");
+        assert_eq!(err.to_string(), "Ratio value is NaN");
     }
 
     #[test]

@@ -27,9 +27,9 @@ struct Cli {
 enum Role {
     /// Every role in one process on local disk: scrape, store, query.
     Standalone(StandaloneArgs),
-    /// Discover and scrape targets (health endpoints only for now).
-    Collector(ServeArgs),
-    /// Remote write into the ingest log, head and blocks (the distributed paths come later).
+    /// Discover and scrape targets; ship samples to the NATS JetStream ingest log.
+    Collector(CollectorArgs),
+    /// Consume shards of the ingest log (or take remote write) into a head and blocks.
     Aggregator(AggregatorArgs),
     /// The Prometheus HTTP API (health endpoints only for now).
     Querier(ServeArgs),
@@ -46,6 +46,37 @@ struct ImportArgs {
     tenant: String,
     /// OpenMetrics file with a timestamp on every sample (`-` for stdin).
     file: PathBuf,
+}
+
+/// Where the distributed ingest log is.
+#[derive(Debug, Args)]
+struct NatsArgs {
+    /// NATS server with JetStream, e.g. `nats://127.0.0.1:4222`.
+    #[arg(long = "nats.url")]
+    url: Option<String>,
+    /// Logical shards of the ingest stream; the same on every process.
+    #[arg(long = "nats.shards", default_value_t = 64)]
+    shards: u32,
+}
+
+impl NatsArgs {
+    fn settings(&self) -> anyhow::Result<Option<strata_ingest::NatsSettings>> {
+        let Some(url) = &self.url else { return Ok(None) };
+        let mut c = strata_ingest::NatsConfig::with_url(url.clone());
+        c.shards = self.shards;
+        c.validate().map(Some).map_err(|errs| anyhow::anyhow!("invalid NATS flags:\n  {}", errs.join("\n  ")))
+    }
+}
+
+#[derive(Debug, Args)]
+struct CollectorArgs {
+    /// Prometheus configuration file (`global`, `scrape_configs`).
+    #[arg(long = "config.file")]
+    config_file: PathBuf,
+    #[command(flatten)]
+    serve: ServeArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
 }
 
 #[derive(Debug, Args)]
@@ -91,6 +122,17 @@ struct AggregatorArgs {
     serve: ServeArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    nats: NatsArgs,
+    /// This aggregator's ordinal (`0..count`), as a StatefulSet names its pods.
+    #[arg(long = "aggregator.ordinal", default_value_t = 0)]
+    ordinal: u32,
+    /// Number of aggregators.
+    #[arg(long = "aggregator.count", default_value_t = 1)]
+    aggregators: u32,
+    /// Heads kept per shard (replication factor).
+    #[arg(long = "aggregator.replication-factor", default_value_t = 2)]
+    replicas: u32,
 }
 
 #[derive(Debug, Args)]
@@ -149,14 +191,45 @@ async fn run(role: Role) -> anyhow::Result<()> {
     match role {
         Role::Standalone(args) => standalone::run(args, telemetry, clock).await,
         Role::Aggregator(args) => {
+            let distributed = args.nats.settings()?.map(|nats| strata_aggregator::Distributed {
+                nats,
+                ordinal: args.ordinal,
+                aggregators: args.aggregators,
+                replicas: args.replicas,
+            });
+            anyhow::ensure!(
+                args.ordinal < args.aggregators,
+                "--aggregator.ordinal {} must be below --aggregator.count {}",
+                args.ordinal,
+                args.aggregators
+            );
             let deps = strata_aggregator::Deps { telemetry, clock };
-            strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, shutdown_signal()).await?;
+            strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, distributed, shutdown_signal())
+                .await?;
             Ok(())
         }
         Role::Import(args) => import(args).await,
-        Role::Collector(args) | Role::Querier(args) => {
-            // These roles run on their own once the distributed issue lands; until
-            // then they start and serve their admin endpoints.
+        Role::Collector(args) => {
+            let jobs = config::load(&args.config_file)?.scrape_jobs;
+            let nats = anyhow::Context::context(
+                args.nats.settings()?,
+                "the collector needs --nats.url (the ingest log it ships to)",
+            )?;
+            let js = strata_ingest::stream::connect(&nats).await?;
+            strata_ingest::stream::ensure_stream(&js, &nats).await?;
+            let appender = Arc::new(strata_ingest::JetStreamAppender::new(js, nats, &telemetry));
+            let deps = strata_collector::CollectorDeps {
+                appender,
+                clock,
+                telemetry,
+                tenant: strata_model::DEFAULT_TENANT.to_owned(),
+            };
+            strata_collector::serve(jobs, args.serve.listen, deps, shutdown_signal()).await?;
+            Ok(())
+        }
+        Role::Querier(args) => {
+            // The querier runs on its own once the distributed issue lands; until
+            // then it starts and serves its admin endpoints.
             let readiness = Readiness::new();
             let listener = tokio::net::TcpListener::bind(args.listen).await?;
             tracing::info!(listen = %args.listen, "listening (admin endpoints only)");

@@ -27,15 +27,6 @@ fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
 
 /// How `/api/v1/targets` turns loopback scrape URLs into `globalUrl`: this
 /// machine's host name, as Prometheus' default external URL has it.
-fn global_url_options(listen: SocketAddr) -> GlobalUrlOptions {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_owned())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned());
-    GlobalUrlOptions { listen_port: listen.port(), scheme: "http".into(), host: format!("{host}:{}", listen.port()) }
-}
-
 /// Re-reads the config file on SIGHUP, as Prometheus does: a valid file
 /// replaces the scrape jobs (unchanged jobs keep running); an invalid one is
 /// logged and the running configuration stays.
@@ -122,7 +113,7 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut scrapes =
         ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
-    let router = router.merge(status_router(scrapes.status(), global_url_options(args.serve.listen)));
+    let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
     if let Some(path) = args.config_file.clone() {
         tokio::spawn(reload_on_sighup(path, scrapes.reloader(), stop_rx.clone()));
     }

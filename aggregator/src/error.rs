@@ -30,6 +30,9 @@ pub enum AggregatorError {
         /// What is wrong.
         message: String,
     },
+    /// The JetStream ingest log could not be reached or set up.
+    #[error("ingest log: {0}")]
+    Ingest(#[from] strata_ingest::IngestError),
     /// The HTTP server failed.
     #[error("serving HTTP: {0}")]
     Serve(std::io::Error),

@@ -37,6 +37,9 @@ pub use storage::LocalStorage;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
+
+use strata_model::Append;
 
 use strata_common::{Readiness, Telemetry, admin_router, serve_http};
 
@@ -49,29 +52,70 @@ pub struct Deps {
     pub clock: std::sync::Arc<dyn strata_common::Clock>,
 }
 
+/// The distributed part of an aggregator's settings: where the ingest log
+/// is and which shards this instance keeps a head for.
+#[derive(Debug, Clone)]
+pub struct Distributed {
+    /// The JetStream ingest log.
+    pub nats: strata_ingest::NatsSettings,
+    /// This instance's ordinal (`0..aggregators`), as in a StatefulSet.
+    pub ordinal: u32,
+    /// Number of aggregators.
+    pub aggregators: u32,
+    /// Replication factor: heads kept per shard.
+    pub replicas: u32,
+}
+
 /// Runs `strata aggregator`: opens local storage, flushes blocks and serves
-/// the admin endpoints on `listen` until `shutdown` resolves.
+/// remote write and the admin endpoints on `listen` until `shutdown`
+/// resolves. With [`Distributed`] settings it consumes its shards of the
+/// JetStream ingest log into local storage, and remote writes it receives go
+/// to the log (so every replica of a shard sees them); without, remote
+/// writes go straight to local storage.
 pub async fn serve(
     settings: StorageSettings,
     listen: SocketAddr,
     deps: Deps,
+    distributed: Option<Distributed>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
     let readiness = Readiness::new();
     let storage = LocalStorage::open(settings, deps.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| AggregatorError::Bind(listen, e))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    tasks.spawn(storage.clone().run_flusher(stop_rx.clone()));
+    let sink: Arc<dyn Append> = Arc::new(storage.clone());
+    let write_path: Arc<dyn Append> = match distributed {
+        None => Arc::clone(&sink),
+        Some(d) => {
+            let js = strata_ingest::stream::connect(&d.nats).await?;
+            strata_ingest::stream::ensure_stream(&js, &d.nats).await?;
+            let assignment = strata_ingest::Assignment::new(d.nats.shards, d.aggregators, d.replicas);
+            let shards = assignment.shards_of(d.ordinal);
+            tracing::info!(ordinal = d.ordinal, shards = ?shards, "aggregator owns shards");
+            let instance = format!("aggregator-{}", d.ordinal);
+            let consumers = {
+                let (js, nats, sink, stop) = (js.clone(), d.nats.clone(), Arc::clone(&sink), stop_rx.clone());
+                async move {
+                    if let Err(e) =
+                        strata_ingest::consumer::run_shards(&js, &nats, &instance, &shards, sink, stop).await
+                    {
+                        tracing::error!(error = %e, "consuming the ingest log failed");
+                    }
+                }
+            };
+            tasks.spawn(consumers);
+            Arc::new(strata_ingest::JetStreamAppender::new(js, d.nats, &deps.telemetry))
+        }
+    };
+    let router =
+        remote_write::remote_write_router(write_path, remote_write::RemoteWriteLimits::default(), &deps.telemetry)
+            .merge(admin_router(deps.telemetry, readiness.clone()));
     tracing::info!(%listen, "aggregator listening");
     readiness.set_ready();
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let flusher = tokio::spawn(storage.clone().run_flusher(stop_rx));
-    let router = remote_write::remote_write_router(
-        std::sync::Arc::new(storage.clone()),
-        remote_write::RemoteWriteLimits::default(),
-        &deps.telemetry,
-    )
-    .merge(admin_router(deps.telemetry, readiness));
     serve_http(listener, router, shutdown).await.map_err(AggregatorError::Serve)?;
     let _ = stop_tx.send(true);
-    let _ = flusher.await;
+    while tasks.join_next().await.is_some() {}
     Ok(())
 }

@@ -43,6 +43,9 @@ pub enum CollectorError {
     /// The HTTP client could not be built.
     #[error("building the HTTP client: {0}")]
     Client(String),
+    /// The HTTP server could not listen or failed.
+    #[error("serving HTTP: {0}")]
+    Serve(String),
 }
 
 #[derive(Debug, Clone)]

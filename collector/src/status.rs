@@ -137,6 +137,18 @@ pub struct GlobalUrlOptions {
     pub host: String,
 }
 
+impl GlobalUrlOptions {
+    /// This host's name and the port of `listen`, over plain HTTP.
+    pub fn for_listen(listen: std::net::SocketAddr) -> Self {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "localhost".to_owned());
+        Self { listen_port: listen.port(), scheme: "http".into(), host: format!("{host}:{}", listen.port()) }
+    }
+}
+
 #[derive(Clone)]
 struct ApiState {
     status: ScrapeStatus,

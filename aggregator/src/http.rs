@@ -36,9 +36,25 @@ fn tenant(headers: &HeaderMap) -> String {
     strata_common::tenant_of(headers, DEFAULT_TENANT)
 }
 
+/// Prometheus' response envelope, fields in Prometheus' order.
+#[derive(serde::Serialize)]
+struct Envelope<'a, T: serde::Serialize> {
+    status: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    data: Option<T>,
+    #[serde(rename = "errorType", skip_serializing_if = "Option::is_none")]
+    error_type: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+fn json_response<T: serde::Serialize>(status: StatusCode, body: &Envelope<'_, T>) -> Response {
+    let text = serde_json::to_string(body).unwrap_or_default();
+    (status, [(header::CONTENT_TYPE, "application/json")], text).into_response()
+}
+
 fn error(status: StatusCode, kind: &str, message: &str) -> Response {
-    let body = serde_json::json!({"status": "error", "errorType": kind, "error": message});
-    (status, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+    json_response::<()>(status, &Envelope { status: "error", data: None, error_type: Some(kind), error: Some(message) })
 }
 
 async fn import_handler(State(storage): State<LocalStorage>, headers: HeaderMap, body: Bytes) -> Response {
@@ -53,11 +69,14 @@ async fn import_handler(State(storage): State<LocalStorage>, headers: HeaderMap,
     match import::write(storage.blocks(), &tenant, parsed, range, &mut |_| {}).await {
         Ok(s) => {
             tracing::info!(tenant, "{s}");
-            let body = serde_json::json!({"status": "success", "data": {
+            let data = serde_json::json!({
                 "samples": s.samples, "series": s.series, "blocks": s.blocks, "bytes": s.bytes,
                 "duplicates": s.duplicates,
-            }});
-            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
+            });
+            json_response(
+                StatusCode::OK,
+                &Envelope { status: "success", data: Some(data), error_type: None, error: None },
+            )
         }
         Err(e @ AggregatorError::Import { .. }) => error(StatusCode::BAD_REQUEST, "bad_data", &e.to_string()),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, "internal", &e.to_string()),

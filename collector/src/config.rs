@@ -6,7 +6,8 @@
 //! sources (`static_configs`, `file_sd_configs`), its relabeling rules
 //! (validated by [`crate::relabel`]), limits and credentials (`basic_auth`,
 //! `authorization`, `bearer_token(_file)`, validated as Prometheus'
-//! `HTTPClientConfig` does); targets themselves are built by
+//! `HTTPClientConfig` does) and `tls_config` (used by `scheme: https`, see
+//! `crate::tls`); targets themselves are built by
 //! [`crate::target`] as discovery finds them.
 
 use std::collections::{BTreeMap, HashSet};
@@ -70,6 +71,8 @@ pub struct ScrapeConfig {
     pub bearer_token: Option<Spanned<String>>,
     /// Deprecated form of `authorization.credentials_file`.
     pub bearer_token_file: Option<Spanned<String>>,
+    /// TLS settings of `https` scrapes.
+    pub tls_config: Option<Spanned<RawTlsConfig>>,
     /// Fail the scrape when the page has more samples (0: no limit).
     #[serde(default)]
     pub sample_limit: u64,
@@ -110,6 +113,110 @@ pub struct RawBasicAuth {
     pub password: Option<String>,
     /// A file holding the password (read at every scrape).
     pub password_file: Option<String>,
+}
+
+/// `tls_config` as written.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsConfig {
+    /// PEM file of the CAs that verify the server (default: the system's).
+    pub ca_file: Option<Spanned<String>>,
+    /// PEM file of the client certificate.
+    pub cert_file: Option<Spanned<String>>,
+    /// PEM file of the client key.
+    pub key_file: Option<Spanned<String>>,
+    /// The name checked against the server certificate (default: the target host).
+    pub server_name: Option<String>,
+    /// Accept any server certificate.
+    #[serde(default)]
+    pub insecure_skip_verify: bool,
+    /// `TLS12` or `TLS13`.
+    pub min_version: Option<Spanned<String>>,
+}
+
+/// The lowest TLS version a scrape accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    /// TLS 1.2 (the default).
+    Tls12,
+    /// TLS 1.3.
+    Tls13,
+}
+
+/// Validated `tls_config` (an empty path: not set).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// CA file; empty: the system's roots.
+    pub ca_file: String,
+    /// Client certificate file.
+    pub cert_file: String,
+    /// Client key file.
+    pub key_file: String,
+    /// Name checked against the server certificate; empty: the target host.
+    pub server_name: String,
+    /// Accept any server certificate.
+    pub insecure_skip_verify: bool,
+    /// Lowest accepted version (default TLS 1.2).
+    pub min_version: Option<TlsVersion>,
+}
+
+/// Checks `tls_config` as Prometheus' `TLSConfig.Validate` does; files with
+/// absolute paths are read now (relative ones follow the config file's
+/// directory, known only to the caller, and are read at scrape time).
+fn validate_tls(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> TlsConfig {
+    let Some(t) = &sc.tls_config else { return TlsConfig::default() };
+    let raw = &t.value;
+    let path = |f: &Option<Spanned<String>>| f.as_ref().map_or_else(String::new, |s| s.value.clone());
+    let tls = TlsConfig {
+        ca_file: path(&raw.ca_file),
+        cert_file: path(&raw.cert_file),
+        key_file: path(&raw.key_file),
+        server_name: raw.server_name.clone().unwrap_or_default(),
+        insecure_skip_verify: raw.insecure_skip_verify,
+        min_version: match &raw.min_version {
+            None => None,
+            Some(v) => match v.value.as_str() {
+                "TLS12" => Some(TlsVersion::Tls12),
+                "TLS13" => Some(TlsVersion::Tls13),
+                "TLS10" | "TLS11" => {
+                    problems
+                        .push(Problem::at(v, format!("min_version {} is not supported: use TLS12 or TLS13", v.value)));
+                    None
+                }
+                other => {
+                    problems.push(Problem::at(v, format!("unknown TLS version: {other}")));
+                    None
+                }
+            },
+        },
+    };
+    if let (Some(c), None) = (&raw.cert_file, &raw.key_file) {
+        problems.push(Problem::at(
+            c,
+            "exactly one of key or key_file must be configured when a client certificate is configured",
+        ));
+    }
+    if let (None, Some(k)) = (&raw.cert_file, &raw.key_file) {
+        problems.push(Problem::at(
+            k,
+            "exactly one of cert or cert_file must be configured when a client key is configured",
+        ));
+    }
+    for (file, kind) in [(&raw.ca_file, "CA cert"), (&raw.cert_file, "client cert"), (&raw.key_file, "client key")] {
+        let Some(f) = file else { continue };
+        if !std::path::Path::new(&f.value).is_absolute() {
+            continue;
+        }
+        let loaded = if kind == "client key" {
+            crate::tls::load_key(&f.value).map(drop)
+        } else {
+            crate::tls::load_certs(&f.value).map(drop)
+        };
+        if let Err(e) = loaded {
+            problems.push(Problem::at(f, format!("unable to load specified {kind} {e}")));
+        }
+    }
+    tls
 }
 
 /// `authorization` as written.
@@ -294,6 +401,8 @@ pub struct ScrapeJob {
     pub body_size_limit: u64,
     /// Credentials sent with every scrape.
     pub auth: ScrapeAuth,
+    /// TLS settings of `https` scrapes.
+    pub tls: TlsConfig,
     /// Labels per series before the scrape fails (0: none).
     pub label_limit: u64,
     /// Label name length before the scrape fails (0: none).
@@ -325,6 +434,7 @@ impl ScrapeJob {
             sample_limit: 0,
             body_size_limit: 0,
             auth: ScrapeAuth::None,
+            tls: TlsConfig::default(),
             label_limit: 0,
             label_name_length_limit: 0,
             label_value_length_limit: 0,
@@ -346,6 +456,10 @@ impl ScrapeJob {
         };
         for f in &mut self.file_sd {
             f.files.iter_mut().for_each(join);
+        }
+        let tls = &mut self.tls;
+        for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
+            join(p);
         }
         match &mut self.auth {
             ScrapeAuth::Basic { password: Some(Secret::File(p)), .. }
@@ -428,14 +542,14 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
         if let Some(s) = &sc.scheme {
             match s.value.as_str() {
                 "http" => {}
-                "https" => problems
-                    .push(Problem::at(s, "scheme \"https\" is not supported yet (TLS comes with the collector work)")),
+                "https" => {}
                 other => problems
                     .push(Problem::at(s, format!("unknown scrape config scheme {other:?}: must be http or https"))),
             }
         }
         let metrics_path = sc.metrics_path.as_ref().map_or_else(|| "/metrics".to_owned(), |p| p.value.clone());
         let auth = validate_auth(sc, &mut problems);
+        let tls = validate_tls(sc, &mut problems);
         if let Some(p) = &sc.metrics_path
             && !p.value.starts_with('/')
         {
@@ -508,6 +622,7 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             sample_limit: sc.sample_limit,
             body_size_limit: sc.body_size_limit,
             auth,
+            tls,
             label_limit: sc.label_limit,
             label_name_length_limit: sc.label_name_length_limit,
             label_value_length_limit: sc.label_value_length_limit,
@@ -609,6 +724,48 @@ mod tests {
         assert!(problems[0].message.contains("not valid for file discovery"), "{problems:?}");
         assert!(problems[1].message.contains("requires non-zero modulus"), "{problems:?}");
         assert!(problems[2].message.contains("metric_relabel_configs"), "{problems:?}");
+    }
+
+    #[test]
+    fn tls_config_is_validated_with_lines() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "not a certificate\n").expect("write");
+        let missing = dir.path().join("missing.pem");
+        let yaml = format!(
+            "scrape_configs:\n- job_name: a\n  scheme: https\n  tls_config:\n    ca_file: {}\n    min_version: TLS10\n- job_name: b\n  scheme: https\n  tls_config:\n    cert_file: {}\n",
+            ca.display(),
+            missing.display()
+        );
+        let problems = load(&yaml).expect_err("invalid");
+        let msgs: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(msgs.len(), 4, "{msgs:?}");
+        assert_eq!(msgs[0].0, 6);
+        assert_eq!(msgs[0].1, "min_version TLS10 is not supported: use TLS12 or TLS13");
+        assert_eq!(msgs[1].0, 5);
+        assert!(msgs[1].1.starts_with("unable to load specified CA cert "), "{}", msgs[1].1);
+        assert!(msgs[1].1.ends_with("no PEM certificate found"), "{}", msgs[1].1);
+        assert_eq!(msgs[2].0, 10);
+        assert_eq!(
+            msgs[2].1,
+            "exactly one of key or key_file must be configured when a client certificate is configured"
+        );
+        assert_eq!(msgs[3].0, 10);
+        assert!(msgs[3].1.starts_with("unable to load specified client cert "), "{}", msgs[3].1);
+        assert!(msgs[3].1.contains("No such file"), "{}", msgs[3].1);
+
+        let jobs = load(
+            "scrape_configs:\n- job_name: a\n  scheme: https\n  tls_config: {ca_file: ca.pem, server_name: s, insecure_skip_verify: true, min_version: TLS13}\n",
+        )
+        .expect("relative files are checked at scrape time");
+        let mut job = jobs[0].clone();
+        assert_eq!(job.scheme, "https");
+        assert_eq!(job.tls.min_version, Some(TlsVersion::Tls13));
+        assert!(job.tls.insecure_skip_verify);
+        assert_eq!(job.tls.server_name, "s");
+        job.resolve_paths(std::path::Path::new("/etc/prom"));
+        assert_eq!(job.tls.ca_file, "/etc/prom/ca.pem");
+        assert!(load("scrape_configs:\n- job_name: a\n  tls_config: {ca: x}\n").is_err(), "unknown field");
     }
 
     #[test]

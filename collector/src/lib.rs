@@ -19,6 +19,7 @@ pub mod relabel;
 pub mod scrape;
 pub mod status;
 pub mod target;
+mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -452,6 +452,7 @@ impl TargetLoop {
     }
 
     async fn fetch(&self) -> Result<(Vec<u8>, Format), String> {
+        let deadline = tokio::time::Instant::now() + self.target.timeout;
         let url = &self.target.url;
         let mut req = self
             .client
@@ -472,7 +473,15 @@ impl TargetLoop {
                 req.header(reqwest::header::AUTHORIZATION, format!("{kind} {}", c.unwrap_or_default()))
             }
         };
-        let mut resp = req.send().await.map_err(|e| format!("Get \"{url}\": {}", error_chain(&e)))?;
+        let mut resp = if url.starts_with("https://") {
+            let req = req.build().map_err(|e| format!("Get \"{url}\": {}", error_chain(&e)))?;
+            tokio::time::timeout(self.target.timeout, crate::tls::send(&self.job.tls, req))
+                .await
+                .map_err(|_| format!("Get \"{url}\": context deadline exceeded"))?
+                .map_err(|e| format!("Get \"{url}\": {e}"))?
+        } else {
+            req.send().await.map_err(|e| format!("Get \"{url}\": {}", error_chain(&e)))?
+        };
         if !resp.status().is_success() {
             return Err(format!("server returned HTTP status {}", resp.status()));
         }
@@ -483,7 +492,11 @@ impl TargetLoop {
             .map_or(Format::PrometheusText, Format::from_content_type);
         let limit = self.job.body_size_limit;
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| format!("reading body: {}", error_chain(&e)))? {
+        while let Some(chunk) = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .map_err(|_| "reading body: context deadline exceeded".to_owned())?
+            .map_err(|e| format!("reading body: {}", error_chain(&e)))?
+        {
             body.extend_from_slice(&chunk);
             if limit > 0 && body.len() as u64 > limit {
                 return Err(format!("body size limit exceeded ({limit} bytes)"));
@@ -966,5 +979,164 @@ mod tests {
         b.set("job", "page");
         merge_target_label(&mut b, "job", "node", true);
         assert_eq!(b.build().get("job"), Some("page"));
+    }
+
+    /// A CA, and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+    struct TestPki {
+        ca: String,
+        server: (rustls::pki_types::CertificateDer<'static>, rustls::pki_types::PrivateKeyDer<'static>),
+        ca_der: rustls::pki_types::CertificateDer<'static>,
+        client_cert: String,
+        client_key: String,
+    }
+
+    fn test_pki(dir: &std::path::Path) -> TestPki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+        let server_key = KeyPair::generate().expect("key");
+        let server_cert = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .expect("params")
+            .signed_by(&server_key, &ca)
+            .expect("server cert");
+        let client_key = KeyPair::generate().expect("key");
+        let client_cert = CertificateParams::new(vec!["client".to_owned()])
+            .expect("params")
+            .signed_by(&client_key, &ca)
+            .expect("cert");
+        let write = |name: &str, pem: String| {
+            let p = dir.join(name);
+            std::fs::write(&p, pem).expect("write");
+            p.display().to_string()
+        };
+        TestPki {
+            ca: write("ca.pem", ca.pem()),
+            server: (
+                server_cert.der().clone(),
+                rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key der"),
+            ),
+            ca_der: ca.der().clone(),
+            client_cert: write("client.pem", client_cert.pem()),
+            client_key: write("client-key.pem", client_key.serialize_pem()),
+        }
+    }
+
+    /// An HTTPS server on 127.0.0.1 answering every request with a page;
+    /// with `client_ca`, it requires a client certificate signed by it.
+    async fn serve_https(pki: &TestPki, client_ca: bool) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .expect("versions");
+        let builder = if client_ca {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).expect("root");
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .expect("verifier");
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let config =
+            builder.with_single_cert(vec![pki.server.0.clone()], pki.server.1.clone_key()).expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let body = "secure 1\n";
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tls.write_all(resp.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    fn https_loop(job: ScrapeJob, address: &str) -> TargetLoop {
+        let target = Target::from_labels(&job, &crate::target::labels_of(&[("__address__", address)])).expect("target");
+        TargetLoop {
+            job: Arc::new(job),
+            target,
+            deps: ScrapeDeps {
+                appender: Arc::new(Recorder::default()),
+                clock: Arc::new(ManualClock::new(1_000)),
+                telemetry: Telemetry::empty(),
+                tenant: "t".into(),
+            },
+            client: reqwest::Client::new(),
+            metrics: ScrapeMetrics::new(&Telemetry::empty()),
+            previous: HashSet::new(),
+            health: SharedHealth::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn https_scrapes_verify_the_server_and_send_a_client_cert() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let pki = test_pki(dir.path());
+        let address = serve_https(&pki, false).await;
+        let mut base = ScrapeJob::new("j", Duration::from_secs(5), Duration::from_secs(5));
+        base.scheme = "https".into();
+
+        let mut job = base.clone();
+        job.tls.ca_file = pki.ca.clone();
+        let mut l = https_loop(job, &address);
+        let b = l.scrape_once().await;
+        assert_eq!(l.health.lock().expect("lock").last_error, "");
+        assert_eq!(value(&b, "up"), Some(1.0), "trusted through ca_file");
+        assert_eq!(value(&b, "secure"), Some(1.0));
+
+        // No ca_file: the system roots do not know the test CA.
+        let mut l = https_loop(base.clone(), &address);
+        assert_eq!(value(&l.scrape_once().await, "up"), Some(0.0));
+        let err = l.health.lock().expect("lock").last_error.clone();
+        assert!(err.contains("certificate"), "{err}");
+
+        let mut job = base.clone();
+        job.tls.insecure_skip_verify = true;
+        assert_eq!(value(&https_loop(job, &address).scrape_once().await, "up"), Some(1.0), "insecure_skip_verify");
+
+        let mut job = base.clone();
+        job.tls.ca_file = pki.ca.clone();
+        job.tls.server_name = "other.example".into();
+        let mut l = https_loop(job, &address);
+        assert_eq!(value(&l.scrape_once().await, "up"), Some(0.0), "server_name not in the certificate");
+
+        let mut job = base.clone();
+        job.tls.ca_file = pki.ca.clone();
+        job.tls.min_version = Some(crate::config::TlsVersion::Tls13);
+        assert_eq!(value(&https_loop(job, &address).scrape_once().await, "up"), Some(1.0), "TLS13");
+
+        // A server requiring a client certificate.
+        let address = serve_https(&pki, true).await;
+        let mut job = base.clone();
+        job.tls.ca_file = pki.ca.clone();
+        let mut l = https_loop(job.clone(), &address);
+        assert_eq!(value(&l.scrape_once().await, "up"), Some(0.0), "no client certificate");
+        job.tls.cert_file = pki.client_cert.clone();
+        job.tls.key_file = pki.client_key.clone();
+        let mut l = https_loop(job, &address);
+        let b = l.scrape_once().await;
+        assert_eq!(l.health.lock().expect("lock").last_error, "");
+        assert_eq!(value(&b, "up"), Some(1.0), "client certificate sent");
     }
 }

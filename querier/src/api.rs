@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -124,6 +124,21 @@ impl Params {
     }
 }
 
+impl<S: Send + Sync> axum::extract::FromRequest<S> for Params {
+    type Rejection = Response;
+
+    /// The URL query and, for a form POST, the body: what every API handler reads.
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Response> {
+        let (parts, body) = req.into_parts();
+        let raw_query = parts.uri.query().map(str::to_owned);
+        let (method, headers) = (parts.method.clone(), parts.headers.clone());
+        let body = Bytes::from_request(axum::extract::Request::from_parts(parts, body), state)
+            .await
+            .map_err(IntoResponse::into_response)?;
+        Ok(Self::parse(&method, &headers, raw_query.as_deref(), &body))
+    }
+}
+
 /// The tenant a request reads (`X-Scope-OrgID`, else the default tenant).
 pub(crate) fn tenant(headers: &HeaderMap) -> String {
     strata_common::tenant_of(headers, DEFAULT_TENANT)
@@ -147,15 +162,8 @@ pub(crate) fn respond(state: &ApiState, result: Result<String, ApiError>) -> Res
     }
 }
 
-async fn query(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
+async fn query(State(state): State<ApiState>, headers: HeaderMap, p: Params) -> Response {
     state.queries.inc();
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
     let result = async {
         let q = p.get("query").unwrap_or_default();
         let t = time_param("time", p.get("time"), state.deps.clock.now_ms())?;
@@ -168,15 +176,8 @@ async fn query(
     respond(&state, result)
 }
 
-async fn query_range(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
+async fn query_range(State(state): State<ApiState>, headers: HeaderMap, p: Params) -> Response {
     state.queries.inc();
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
     let result = async {
         let start = parse_time("start", p.get("start").unwrap_or_default())?;
         let end = parse_time("end", p.get("end").unwrap_or_default())?;
@@ -209,14 +210,7 @@ async fn query_range(
 }
 
 /// `/api/v1/format_query`: the query, pretty-printed as Prometheus does.
-async fn format_query(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+async fn format_query(State(state): State<ApiState>, p: Params) -> Response {
     let result = parse_query_param(&p).map(|expr| {
         let mut data = String::new();
         crate::json::write_str(&mut data, &expr.prettify());
@@ -226,14 +220,7 @@ async fn format_query(
 }
 
 /// `/api/v1/parse_query`: the query's syntax tree as JSON.
-async fn parse_query(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+async fn parse_query(State(state): State<ApiState>, p: Params) -> Response {
     let result = parse_query_param(&p).map(|expr| crate::json::success_body(&crate::ast::ast_json(&expr), &[], &[]));
     respond(&state, result)
 }

@@ -6,9 +6,8 @@
 
 use std::collections::BTreeSet;
 
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, Method};
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::Response;
 use strata_model::{Labels, Matcher, merge_label_sets};
 
@@ -102,14 +101,7 @@ fn storage_error(e: strata_model::SelectError) -> ApiError {
 }
 
 /// `GET/POST /api/v1/series`.
-pub(crate) async fn series(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+pub(crate) async fn series(State(state): State<ApiState>, headers: HeaderMap, p: Params) -> Response {
     let result = async {
         if p.get_all("match[]").is_empty() {
             return Err(ApiError::BadData("no match[] parameter provided".into()));
@@ -139,14 +131,7 @@ pub(crate) async fn series(
 }
 
 /// `GET/POST /api/v1/labels`.
-pub(crate) async fn labels(
-    State(state): State<ApiState>,
-    method: Method,
-    headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
-) -> Response {
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
+pub(crate) async fn labels(State(state): State<ApiState>, headers: HeaderMap, p: Params) -> Response {
     let result = async {
         let mp = meta_params(&p)?;
         let tenant = tenant(&headers);
@@ -172,12 +157,9 @@ pub(crate) async fn labels(
 pub(crate) async fn label_values(
     State(state): State<ApiState>,
     Path(name): Path<String>,
-    method: Method,
     headers: HeaderMap,
-    RawQuery(raw): RawQuery,
-    body: Bytes,
+    p: Params,
 ) -> Response {
-    let p = Params::parse(&method, &headers, raw.as_deref(), &body);
     let result = async {
         if name.is_empty() {
             return Err(ApiError::BadData(format!("invalid label name: {name:?}")));

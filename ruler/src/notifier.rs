@@ -1,0 +1,419 @@
+//! Sending alerts to Alertmanager, as Prometheus' notifier does: the
+//! `alerting` section (`alertmanagers` with `static_configs`, `scheme`,
+//! `path_prefix`, `timeout`, `api_version`, credentials, `relabel_configs`;
+//! `alert_relabel_configs`), external labels added to every alert, a bounded
+//! queue that drops the oldest alerts when full, batches of 64 posted to
+//! every Alertmanager (`POST /api/v2/alerts`), sends, errors and drops counted.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+use strata_collector::config::{Problem, RawAuthorization, RawBasicAuth, ScrapeAuth, Secret, StaticConfig};
+use strata_collector::relabel::{RawRelabelConfig, RelabelConfig, process_builder};
+use strata_common::PromDuration;
+use strata_model::{Labels, LabelsBuilder};
+
+use crate::Metrics;
+use crate::gofmt::rfc3339;
+use crate::group::lock;
+
+/// Most alerts per request, as Prometheus sends them.
+pub const MAX_BATCH: usize = 64;
+
+/// Prometheus' `alerting` section.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertingConfig {
+    /// Relabeling applied to every alert before it is queued.
+    #[serde(default)]
+    pub alert_relabel_configs: Vec<Spanned<RawRelabelConfig>>,
+    /// Where alerts go.
+    #[serde(default)]
+    pub alertmanagers: Vec<Spanned<RawAlertmanagerConfig>>,
+}
+
+/// One `alertmanagers` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertmanagerConfig {
+    /// Alertmanager addresses (`host:port`).
+    #[serde(default)]
+    pub static_configs: Vec<StaticConfig>,
+    /// `http` (default) or `https`.
+    pub scheme: Option<Spanned<String>>,
+    /// Prefix of the API path.
+    pub path_prefix: Option<String>,
+    /// Per-request timeout (default 10s).
+    pub timeout: Option<Spanned<PromDuration>>,
+    /// `v2` (default) or `v1`.
+    pub api_version: Option<Spanned<String>>,
+    /// HTTP basic authentication.
+    pub basic_auth: Option<Spanned<RawBasicAuth>>,
+    /// `Authorization` header.
+    pub authorization: Option<Spanned<RawAuthorization>>,
+    /// Relabeling of the Alertmanager targets (`__address__`, `__scheme__`, `__alerts_path__`).
+    #[serde(default)]
+    pub relabel_configs: Vec<Spanned<RawRelabelConfig>>,
+}
+
+/// One Alertmanager endpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerTarget {
+    /// The URL alerts are posted to.
+    pub url: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Credentials.
+    pub auth: ScrapeAuth,
+}
+
+/// The validated `alerting` section.
+#[derive(Debug, Clone, Default)]
+pub struct AlertingConfig {
+    /// `alert_relabel_configs`.
+    pub relabel: Vec<RelabelConfig>,
+    /// Every Alertmanager.
+    pub targets: Vec<AlertmanagerTarget>,
+}
+
+fn relabel_all(raw: &[Spanned<RawRelabelConfig>], problems: &mut Vec<Problem>) -> Vec<RelabelConfig> {
+    raw.iter()
+        .filter_map(|r| match r.value.validate() {
+            Ok(c) => Some(c),
+            Err(message) => {
+                problems.push(Problem { line: r.referenced.line(), column: r.referenced.column(), message });
+                None
+            }
+        })
+        .collect()
+}
+
+impl RawAlertingConfig {
+    /// Validates the section, adding every problem to `problems`.
+    pub fn validate(&self, problems: &mut Vec<Problem>) -> AlertingConfig {
+        let relabel = relabel_all(&self.alert_relabel_configs, problems);
+        let mut targets = Vec::new();
+        for am in &self.alertmanagers {
+            let (line, column) = (am.referenced.line(), am.referenced.column());
+            let c = &am.value;
+            let mut push = |l: u64, col: u64, m: String| problems.push(Problem { line: l, column: col, message: m });
+            let scheme = c.scheme.as_ref().map_or("http".to_owned(), |s| s.value.clone());
+            if let Some(s) = &c.scheme
+                && s.value != "http"
+                && s.value != "https"
+            {
+                push(s.referenced.line(), s.referenced.column(), format!("unknown scheme {:?}", s.value));
+            }
+            if let Some(v) = &c.api_version
+                && v.value != "v1"
+                && v.value != "v2"
+            {
+                push(
+                    v.referenced.line(),
+                    v.referenced.column(),
+                    format!("expected Alertmanager api version to be one of [v1 v2] but got {}", v.value),
+                );
+            }
+            let version = c.api_version.as_ref().map_or("v2", |v| v.value.as_str());
+            let timeout = c.timeout.as_ref().map_or(Duration::from_secs(10), |t| t.value.0);
+            let am_relabel = relabel_all(&c.relabel_configs, problems);
+            let auth = match (&c.basic_auth, &c.authorization) {
+                (Some(_), Some(_)) => {
+                    problems.push(Problem {
+                        line,
+                        column,
+                        message: "at most one of basic_auth, oauth2 & authorization must be configured".into(),
+                    });
+                    ScrapeAuth::None
+                }
+                (Some(b), None) => {
+                    let b = &b.value;
+                    let password =
+                        b.password_file.clone().map(Secret::File).or_else(|| b.password.clone().map(Secret::Inline));
+                    ScrapeAuth::Basic { username: b.username.clone(), password }
+                }
+                (None, Some(a)) => {
+                    let a = &a.value;
+                    let kind = a.kind.clone().filter(|k| !k.trim().is_empty()).unwrap_or_else(|| "Bearer".to_owned());
+                    let credentials = a
+                        .credentials_file
+                        .clone()
+                        .map(Secret::File)
+                        .or_else(|| a.credentials.clone().map(Secret::Inline));
+                    ScrapeAuth::Header { kind, credentials }
+                }
+                (None, None) => ScrapeAuth::None,
+            };
+            let prefix = c.path_prefix.clone().unwrap_or_default();
+            let alerts_path = format!("{}/api/{version}/alerts", prefix.trim_end_matches('/'));
+            for sc in &c.static_configs {
+                for t in &sc.targets {
+                    let mut b = LabelsBuilder::new();
+                    for (k, v) in &sc.labels {
+                        b.set(k.clone(), v.clone());
+                    }
+                    b.set("__address__", t.value.clone());
+                    b.set("__scheme__", scheme.clone());
+                    b.set("__alerts_path__", alerts_path.clone());
+                    if !process_builder(&mut b, &am_relabel) {
+                        continue;
+                    }
+                    let l = b.build();
+                    let addr = l.get("__address__").unwrap_or_default();
+                    if addr.is_empty() {
+                        continue;
+                    }
+                    let url = format!(
+                        "{}://{}{}",
+                        l.get("__scheme__").unwrap_or("http"),
+                        addr,
+                        l.get("__alerts_path__").unwrap_or("/api/v2/alerts")
+                    );
+                    targets.push(AlertmanagerTarget { url, timeout, auth: auth.clone() });
+                }
+            }
+        }
+        AlertingConfig { relabel, targets }
+    }
+}
+
+/// An alert as sent to Alertmanager.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NotifyAlert {
+    /// Labels.
+    pub labels: Labels,
+    /// Annotations.
+    pub annotations: BTreeMap<String, String>,
+    /// `startsAt`, ms (0: unset).
+    pub starts_at: i64,
+    /// `endsAt`, ms.
+    pub ends_at: i64,
+    /// `generatorURL`.
+    pub generator_url: String,
+}
+
+impl NotifyAlert {
+    fn to_json(&self) -> serde_json::Value {
+        let labels: serde_json::Map<String, serde_json::Value> =
+            self.labels.iter().map(|l| (l.name.clone(), serde_json::Value::String(l.value.clone()))).collect();
+        let ann: serde_json::Map<String, serde_json::Value> =
+            self.annotations.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let mut m = serde_json::Map::new();
+        m.insert("labels".into(), labels.into());
+        m.insert("annotations".into(), ann.into());
+        if self.starts_at != 0 {
+            m.insert("startsAt".into(), rfc3339(self.starts_at).into());
+        }
+        if self.ends_at != 0 {
+            m.insert("endsAt".into(), rfc3339(self.ends_at).into());
+        }
+        m.insert("generatorURL".into(), self.generator_url.clone().into());
+        m.into()
+    }
+}
+
+/// The notifier's live configuration.
+#[derive(Debug, Clone, Default)]
+pub struct NotifierConfig {
+    /// The `alerting` section.
+    pub alerting: AlertingConfig,
+    /// `global.external_labels`, added to alerts that lack them.
+    pub external_labels: BTreeMap<String, String>,
+}
+
+/// The alert queue and its sender.
+pub struct Notifier {
+    queue: Mutex<VecDeque<NotifyAlert>>,
+    wake: tokio::sync::Notify,
+    config: RwLock<Arc<NotifierConfig>>,
+    capacity: usize,
+    metrics: Arc<Metrics>,
+    client: reqwest::Client,
+}
+
+impl std::fmt::Debug for Notifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Notifier")
+    }
+}
+
+impl Notifier {
+    pub(crate) fn new(config: NotifierConfig, capacity: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            queue: Mutex::new(VecDeque::new()),
+            wake: tokio::sync::Notify::new(),
+            config: RwLock::new(Arc::new(config)),
+            capacity: capacity.max(1),
+            metrics,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Replaces the configuration (on reload).
+    pub fn set_config(&self, config: NotifierConfig) {
+        *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+    }
+
+    fn config(&self) -> Arc<NotifierConfig> {
+        Arc::clone(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Queues alerts after adding external labels and relabeling them.
+    pub fn send(&self, alerts: Vec<NotifyAlert>) {
+        let cfg = self.config();
+        let mut out: Vec<NotifyAlert> = Vec::with_capacity(alerts.len());
+        for mut a in alerts {
+            let mut b = a.labels.builder();
+            for (k, v) in &cfg.external_labels {
+                if b.get(k).is_none_or(str::is_empty) {
+                    b.set(k.clone(), v.clone());
+                }
+            }
+            if !process_builder(&mut b, &cfg.alerting.relabel) {
+                continue;
+            }
+            a.labels = b.build();
+            if a.labels.is_empty() {
+                continue;
+            }
+            out.push(a);
+        }
+        if out.is_empty() {
+            return;
+        }
+        if out.len() > self.capacity {
+            let d = out.len() - self.capacity;
+            out.drain(..d);
+            self.metrics.dropped.inc_by(d as u64);
+        }
+        let mut q = lock(&self.queue);
+        let over = (q.len() + out.len()).saturating_sub(self.capacity);
+        if over > 0 {
+            q.drain(..over);
+            self.metrics.dropped.inc_by(over as u64);
+        }
+        q.extend(out);
+        self.metrics.queue_length.set(q.len() as i64);
+        drop(q);
+        self.wake.notify_one();
+    }
+
+    /// Alerts waiting in the queue.
+    pub fn queue_len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    /// Sends queued alerts until `stop`, then flushes what is queued.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            let batch: Vec<NotifyAlert> = {
+                let mut q = lock(&self.queue);
+                let n = q.len().min(MAX_BATCH);
+                let b = q.drain(..n).collect();
+                self.metrics.queue_length.set(q.len() as i64);
+                b
+            };
+            if batch.is_empty() {
+                if *stop.borrow() {
+                    return;
+                }
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+            self.send_all(&batch).await;
+        }
+    }
+
+    async fn send_all(&self, batch: &[NotifyAlert]) {
+        let cfg = self.config();
+        if cfg.alerting.targets.is_empty() {
+            return;
+        }
+        let body = serde_json::Value::Array(batch.iter().map(NotifyAlert::to_json).collect()).to_string();
+        let sends = cfg.alerting.targets.iter().map(|t| {
+            let body = body.clone();
+            async move {
+                let label = vec![("alertmanager".to_owned(), t.url.clone())];
+                match self.post(t, body).await {
+                    Ok(()) => {
+                        self.metrics.sent.get_or_create(&label).inc_by(batch.len() as u64);
+                        true
+                    }
+                    Err(e) => {
+                        tracing::warn!(alertmanager = %t.url, error = %e, count = batch.len(), "sending alerts failed");
+                        self.metrics.errors.get_or_create(&label).inc_by(batch.len() as u64);
+                        false
+                    }
+                }
+            }
+        });
+        let results = futures::future::join_all(sends).await;
+        if !results.iter().any(|ok| *ok) {
+            self.metrics.dropped.inc_by(batch.len() as u64);
+        }
+    }
+
+    async fn post(&self, t: &AlertmanagerTarget, body: String) -> Result<(), String> {
+        let mut req = self
+            .client
+            .post(&t.url)
+            .timeout(t.timeout)
+            .header("Content-Type", "application/json")
+            .header("User-Agent", "Strata")
+            .body(body);
+        match &t.auth {
+            ScrapeAuth::None => {}
+            ScrapeAuth::Basic { username, password } => {
+                let p = match password {
+                    Some(s) => Some(s.read()?),
+                    None => None,
+                };
+                req = req.basic_auth(username, p);
+            }
+            ScrapeAuth::Header { kind, credentials } => {
+                let c = match credentials {
+                    Some(s) => s.read()?,
+                    None => String::new(),
+                };
+                req = req.header("Authorization", format!("{kind} {c}"));
+            }
+        }
+        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let status = resp.status();
+        if !status.is_success() {
+            return Err(format!("bad response status {status}"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alertmanager_urls_and_relabeling() {
+        let yaml = "alertmanagers:\n- static_configs: [{targets: ['a:9093', 'b:9093']}]\n  path_prefix: /am/\n  relabel_configs:\n  - {source_labels: [__address__], regex: 'b:.*', action: drop}\n";
+        let raw: RawAlertingConfig = serde_saphyr::from_str(yaml).expect("yaml");
+        let mut problems = Vec::new();
+        let c = raw.validate(&mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(c.targets.len(), 1);
+        assert_eq!(c.targets[0].url, "http://a:9093/am/api/v2/alerts");
+    }
+
+    #[test]
+    fn bad_api_version_is_reported() {
+        let raw: RawAlertingConfig = serde_saphyr::from_str("alertmanagers:\n- api_version: v3\n").expect("yaml");
+        let mut problems = Vec::new();
+        raw.validate(&mut problems);
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].line, 2);
+    }
+}

@@ -1,12 +1,16 @@
 //! The `--config.file`: Prometheus' `prometheus.yml`, the sections Strata
-//! runs today (`global`, `scrape_configs`). Unknown fields are errors, and
-//! every problem is reported at once with `file:line:column`.
+//! runs today (`global`, `scrape_configs`, `rule_files`, `alerting`). Unknown
+//! fields are errors, and every problem is reported at once with
+//! `file:line:column` (rule files' problems name the rule file).
 
 use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
+use serde_saphyr::Spanned;
 use strata_collector::config::{GlobalConfig, Problem, ScrapeConfig, ScrapeJob, validate};
+use strata_ruler::RulerConfig;
+use strata_ruler::notifier::RawAlertingConfig;
 
 /// The raw file.
 #[derive(Debug, Default, Deserialize)]
@@ -18,6 +22,12 @@ pub struct FileConfig {
     /// Prometheus' `scrape_configs`.
     #[serde(default)]
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Rule file globs, relative to the config file's directory.
+    #[serde(default)]
+    pub rule_files: Vec<Spanned<String>>,
+    /// Where alerts go (`alertmanagers`, `alert_relabel_configs`).
+    #[serde(default)]
+    pub alerting: RawAlertingConfig,
 }
 
 /// The validated file.
@@ -25,6 +35,8 @@ pub struct FileConfig {
 pub struct Config {
     /// Scrape jobs with their targets.
     pub scrape_jobs: Vec<ScrapeJob>,
+    /// Rule groups, evaluation defaults and alerting.
+    pub ruler: RulerConfig,
 }
 
 /// Everything wrong with a config file.
@@ -32,11 +44,13 @@ pub struct Config {
 pub struct ConfigError {
     file: String,
     problems: Vec<Problem>,
+    /// Problems in other files (rule files), already prefixed with their file.
+    others: Vec<String>,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let n = self.problems.len();
+        let n = self.problems.len() + self.others.len();
         write!(f, "invalid config file {:?} ({n} error{}):", self.file, if n == 1 { "" } else { "s" })?;
         for p in &self.problems {
             if p.line > 0 {
@@ -44,6 +58,9 @@ impl fmt::Display for ConfigError {
             } else {
                 write!(f, "\n  {}: {}", self.file, p.message)?;
             }
+        }
+        for o in &self.others {
+            write!(f, "\n  {o}")?;
         }
         Ok(())
     }
@@ -57,27 +74,93 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
         problems: vec![Problem { line: 0, column: 0, message: format!("cannot read: {e}") }],
+        others: Vec::new(),
     })?;
-    let mut config = parse(&file, &text)?;
     // Relative file paths in the config are relative to its directory, as in Prometheus.
     let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let mut config = parse_in(&file, &text, Some(dir))?;
     for job in &mut config.scrape_jobs {
         job.resolve_paths(dir);
     }
     Ok(config)
 }
 
+/// Reads the rule files `patterns` name (relative to `dir`); problems go to
+/// `problems` (in the config file) and `others` (in the rule files).
+fn load_rule_files(
+    dir: &Path,
+    patterns: &[Spanned<String>],
+    interval: std::time::Duration,
+    problems: &mut Vec<Problem>,
+    others: &mut Vec<String>,
+) -> Vec<strata_ruler::rulefile::RuleGroup> {
+    let mut groups = Vec::new();
+    for p in patterns {
+        let paths = match strata_ruler::rulefile::expand_globs(dir, std::slice::from_ref(&p.value)) {
+            Ok(paths) => paths,
+            Err(message) => {
+                problems.push(Problem { line: p.referenced.line(), column: p.referenced.column(), message });
+                continue;
+            }
+        };
+        for rf in paths {
+            let name = rf.display().to_string();
+            match std::fs::read_to_string(&rf) {
+                Ok(text) => match strata_ruler::rulefile::parse_rule_file(&name, &text, interval) {
+                    Ok(g) => groups.extend(g),
+                    Err(e) => others.extend(e.problems.iter().map(|p| format!("{name}:{p}"))),
+                },
+                Err(e) => problems.push(Problem {
+                    line: p.referenced.line(),
+                    column: p.referenced.column(),
+                    message: format!("cannot read rule file {name}: {e}"),
+                }),
+            }
+        }
+    }
+    groups
+}
+
 /// Parses and validates config text; `file` names it in errors.
+#[cfg(test)]
 pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    parse_in(file, text, None)
+}
+
+/// [`parse`], reading rule files relative to `dir` (none are read without one).
+fn parse_in(file: &str, text: &str, dir: Option<&Path>) -> Result<Config, ConfigError> {
     let raw: FileConfig = if text.trim().is_empty() {
         FileConfig::default()
     } else {
-        serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![yaml_problem(&e)] })?
+        serde_saphyr::from_str(text).map_err(|e| ConfigError {
+            file: file.to_owned(),
+            problems: vec![yaml_problem(&e)],
+            others: Vec::new(),
+        })?
     };
-    let scrape_jobs = validate(&raw.global, &raw.scrape_configs)
-        .map_err(|problems| ConfigError { file: file.to_owned(), problems })?;
-    Ok(Config { scrape_jobs })
+    let (mut problems, mut others) = (Vec::new(), Vec::new());
+    let scrape_jobs = validate(&raw.global, &raw.scrape_configs).unwrap_or_else(|p| {
+        problems.extend(p);
+        Vec::new()
+    });
+    let alerting = raw.alerting.validate(&mut problems);
+    let evaluation_interval =
+        raw.global.evaluation_interval.as_ref().map_or(std::time::Duration::from_secs(60), |d| d.value.0);
+    let file_groups = match dir {
+        Some(dir) => load_rule_files(dir, &raw.rule_files, evaluation_interval, &mut problems, &mut others),
+        None => Vec::new(),
+    };
+    if !problems.is_empty() || !others.is_empty() {
+        problems.sort_by_key(|p| (p.line, p.column));
+        return Err(ConfigError { file: file.to_owned(), problems, others });
+    }
+    let ruler = RulerConfig {
+        file_groups,
+        evaluation_interval,
+        external_labels: raw.global.external_labels.clone(),
+        alerting,
+    };
+    Ok(Config { scrape_jobs, ruler })
 }
 
 fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
@@ -117,6 +200,23 @@ mod tests {
     fn bad_duration_names_its_line() {
         let err = parse("p.yml", "global:\n  scrape_interval: 15x\n").expect_err("invalid");
         assert!(err.to_string().contains("p.yml:2:"), "{err}");
+    }
+
+    #[test]
+    fn rule_file_and_alerting_problems_are_reported_together() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("r.yml"), "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(\n")
+            .expect("write");
+        let cfg = dir.path().join("prom.yaml");
+        std::fs::write(
+            &cfg,
+            "rule_files: ['*.yml', missing.yml]\nalerting:\n  alertmanagers:\n  - api_version: v9\n",
+        )
+        .expect("write");
+        let msg = load(&cfg).expect_err("invalid").to_string();
+        assert!(msg.contains("prom.yaml:4:"), "{msg}");
+        assert!(msg.contains("r.yml:5:11: group \"g\", rule 1, \"A\": could not parse expression"), "{msg}");
+        assert!(msg.contains("cannot read rule file"), "{msg}");
     }
 
     #[test]

@@ -153,6 +153,29 @@ struct StandaloneArgs {
     /// Most samples a query may hold in memory.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
+    #[command(flatten)]
+    rules: RuleArgs,
+}
+
+/// Prometheus' rule and alerting flags.
+#[derive(Debug, Args)]
+struct RuleArgs {
+    /// Longest downtime after which `for` state of alerts is still restored.
+    #[arg(long = "rules.alert.for-outage-tolerance", default_value = "1h")]
+    outage_tolerance: PromDuration,
+    /// Least time between restoring `for` state and firing an alert.
+    #[arg(long = "rules.alert.for-grace-period", default_value = "10m")]
+    grace_period: PromDuration,
+    /// Least time between two sends of the same alert to Alertmanager.
+    #[arg(long = "rules.alert.resend-delay", default_value = "1m")]
+    resend_delay: PromDuration,
+    /// Alerts waiting to be sent to Alertmanager, at most.
+    #[arg(long = "alertmanager.notification-queue-capacity", default_value_t = 10_000)]
+    queue_capacity: usize,
+    /// The URL Strata is reached under (generator URLs, `$externalURL`);
+    /// default `http://<hostname>:<port>`.
+    #[arg(long = "web.external-url")]
+    external_url: Option<String>,
 }
 
 fn main() -> ExitCode {

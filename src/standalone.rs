@@ -14,6 +14,7 @@ use strata_collector::status::{GlobalUrlOptions, status_router};
 use strata_common::{Clock, Readiness, Telemetry, admin_router, serve_http};
 use strata_model::{Append, DEFAULT_TENANT, Labels, Select};
 use strata_querier::{QuerierDeps, QuerierSettings, api_router};
+use strata_ruler::{Ruler, RulerConfig, RulerDeps, RulerSettings};
 
 use crate::StandaloneArgs;
 
@@ -33,6 +34,7 @@ fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
 async fn reload_on_sighup(
     path: std::path::PathBuf,
     reload: tokio::sync::mpsc::Sender<Vec<ScrapeJob>>,
+    ruler: Arc<Ruler>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     #[cfg(unix)]
@@ -48,6 +50,9 @@ async fn reload_on_sighup(
                     if reload.send(config.scrape_jobs).await.is_err() {
                         return;
                     }
+                    if let Err(e) = ruler.reload(config.ruler).await {
+                        tracing::error!(error = %e, "reloading rule groups failed");
+                    }
                     tracing::info!(file = %path.display(), "configuration reloaded");
                 }
                 Err(e) => tracing::error!(error = %e, "reloading the configuration failed; keeping the running one"),
@@ -56,7 +61,7 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, reload, stop.changed().await);
+        let _ = (path, reload, ruler, stop.changed().await);
     }
 }
 
@@ -73,16 +78,40 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("query.lookback-delta", args.lookback_delta.to_string()),
         ("query.timeout", args.query_timeout.to_string()),
         ("query.max-samples", args.max_samples.to_string()),
+        ("rules.alert.for-outage-tolerance", args.rules.outage_tolerance.to_string()),
+        ("rules.alert.for-grace-period", args.rules.grace_period.to_string()),
+        ("rules.alert.resend-delay", args.rules.resend_delay.to_string()),
+        ("alertmanager.notification-queue-capacity", args.rules.queue_capacity.to_string()),
+        ("web.external-url", external_url(args)),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
 
+/// `--web.external-url`, or `http://<hostname>:<port>` as Prometheus defaults it.
+fn external_url(args: &StandaloneArgs) -> String {
+    if let Some(u) = &args.rules.external_url {
+        return u.trim_end_matches('/').to_owned();
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("http://{host}:{}", args.serve.listen.port())
+}
+
 pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let jobs = match &args.config_file {
-        Some(path) => crate::config::load(path)?.scrape_jobs,
-        None => vec![self_scrape_job(args.serve.listen)],
+    let (jobs, ruler_config) = match &args.config_file {
+        Some(path) => {
+            let c = crate::config::load(path)?;
+            (c.scrape_jobs, c.ruler)
+        }
+        None => (
+            vec![self_scrape_job(args.serve.listen)],
+            RulerConfig { evaluation_interval: Duration::from_secs(60), ..RulerConfig::default() },
+        ),
     };
     let settings = args.storage.settings()?;
     let readiness = Readiness::new();
@@ -105,7 +134,31 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         flags: flags(&args),
     };
     let appender: Arc<dyn Append> = Arc::new(storage.clone());
+    let ruler = Ruler::new(
+        RulerDeps {
+            select: Arc::new(storage.clone()) as Arc<dyn Select>,
+            append: Arc::clone(&appender),
+            engine: strata_promql::Engine::new(strata_promql::EngineOptions {
+                lookback_delta_ms: i64::try_from(args.lookback_delta.0.as_millis()).unwrap_or(i64::MAX),
+                max_samples: args.max_samples,
+                timeout: args.query_timeout.0,
+            }),
+            telemetry: telemetry.clone(),
+            clock: Arc::clone(&clock),
+            store: strata_ruler::store::local_store(&args.storage.path.join("rules"))?,
+        },
+        RulerSettings {
+            outage_tolerance: args.rules.outage_tolerance.0,
+            for_grace_period: args.rules.grace_period.0,
+            resend_delay: args.rules.resend_delay.0,
+            external_url: external_url(&args),
+            queue_capacity: args.rules.queue_capacity,
+            default_tenant: DEFAULT_TENANT.to_owned(),
+        },
+        ruler_config,
+    );
     let router = api_router(querier)
+        .merge(strata_ruler::api::router(Arc::clone(&ruler)))
         .merge(remote_write_router(Arc::clone(&appender), RemoteWriteLimits::default(), &telemetry))
         .merge(admin_router(telemetry.clone(), readiness.clone()))
         .merge(strata_aggregator::http::router(storage.clone()));
@@ -115,8 +168,9 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
     let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
     if let Some(path) = args.config_file.clone() {
-        tokio::spawn(reload_on_sighup(path, scrapes.reloader(), stop_rx.clone()));
+        tokio::spawn(reload_on_sighup(path, scrapes.reloader(), Arc::clone(&ruler), stop_rx.clone()));
     }
+    let ruler_task = tokio::spawn(Arc::clone(&ruler).run(stop_rx.clone()));
     let scrape_task = tokio::spawn(scrapes.run(stop_rx.clone()));
     let flush_task = tokio::spawn(storage.clone().run_flusher(stop_rx));
 
@@ -131,6 +185,7 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
     let _ = stop_tx.send(true);
     // Scrape loops write their staleness markers before the server goes.
     let _ = scrape_task.await;
+    let _ = ruler_task.await;
     let _ = flush_task.await;
     server.await.context("HTTP server task")?.context("HTTP server")?;
     tracing::info!("stopped");

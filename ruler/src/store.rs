@@ -137,3 +137,11 @@ mod tests {
         assert_eq!(s.get("t", "ns/1").await.expect("get"), None);
     }
 }
+
+/// An object store on local disk under `dir` (created when missing), as
+/// `strata standalone` keeps API rule groups under `<storage.path>/rules`.
+pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, RulerError> {
+    std::fs::create_dir_all(dir).map_err(|e| RulerError::Store(format!("creating {}: {e}", dir.display())))?;
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(store_err)?;
+    Ok(Arc::new(fs))
+}

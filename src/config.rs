@@ -154,12 +154,8 @@ fn parse_in(file: &str, text: &str, dir: Option<&Path>) -> Result<Config, Config
         problems.sort_by_key(|p| (p.line, p.column));
         return Err(ConfigError { file: file.to_owned(), problems, others });
     }
-    let ruler = RulerConfig {
-        file_groups,
-        evaluation_interval,
-        external_labels: raw.global.external_labels.clone(),
-        alerting,
-    };
+    let ruler =
+        RulerConfig { file_groups, evaluation_interval, external_labels: raw.global.external_labels.clone(), alerting };
     Ok(Config { scrape_jobs, ruler })
 }
 
@@ -208,11 +204,8 @@ mod tests {
         std::fs::write(dir.path().join("r.yml"), "groups:\n- name: g\n  rules:\n  - alert: A\n    expr: sum(\n")
             .expect("write");
         let cfg = dir.path().join("prom.yaml");
-        std::fs::write(
-            &cfg,
-            "rule_files: ['*.yml', missing.yml]\nalerting:\n  alertmanagers:\n  - api_version: v9\n",
-        )
-        .expect("write");
+        std::fs::write(&cfg, "rule_files: ['*.yml', missing.yml]\nalerting:\n  alertmanagers:\n  - api_version: v9\n")
+            .expect("write");
         let msg = load(&cfg).expect_err("invalid").to_string();
         assert!(msg.contains("prom.yaml:4:"), "{msg}");
         assert!(msg.contains("r.yml:5:11: group \"g\", rule 1, \"A\": could not parse expression"), "{msg}");

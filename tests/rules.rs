@@ -179,7 +179,8 @@ async fn alert_goes_pending_fires_reaches_alertmanager_and_resolves() -> Result<
     let alerts_series = api.query("ALERTS{alertname=\"DiskAlmostFull\",alertstate=\"firing\"}").await?;
     ensure!(alerts_series.len() == 1, "{alerts_series:?}");
     ensure!(alerts_series[0]["metric"]["severity"] == "page");
-    let for_state = api.scalar_of("ALERTS_FOR_STATE{alertname=\"DiskAlmostFull\"}").await.context("ALERTS_FOR_STATE")?;
+    let for_state =
+        api.scalar_of("ALERTS_FOR_STATE{alertname=\"DiskAlmostFull\"}").await.context("ALERTS_FOR_STATE")?;
     ensure!((for_state - active_at.floor()).abs() < 1.0, "ALERTS_FOR_STATE {for_state} vs activeAt {active_at}");
 
     // Alertmanager has it, with external labels and rendered annotations.
@@ -193,7 +194,10 @@ async fn alert_goes_pending_fires_reaches_alertmanager_and_resolves() -> Result<
     ensure!(am["labels"]["job"] == "cond", "{am}");
     ensure!(am["annotations"]["summary"] == format!("Disk of {instance} is at 1.5e+09"), "{am}");
     ensure!(am["status"]["state"] == "active", "{am}");
-    ensure!(am["generatorURL"].as_str().unwrap_or_default().contains("/graph?g0.expr=test_condition+%3E+0&g0.tab=1"), "{am}");
+    ensure!(
+        am["generatorURL"].as_str().unwrap_or_default().contains("/graph?g0.expr=test_condition+%3E+0&g0.tab=1"),
+        "{am}"
+    );
     // endsAt of a firing alert: the send time + 4 × max(resend delay 1m, interval 1s).
     let ends = unix_secs(am["endsAt"].as_str().unwrap_or_default()).context("endsAt")?;
     ensure!(ends - now_secs() > 200.0 && ends - now_secs() <= 240.0, "endsAt {ends}");
@@ -307,7 +311,9 @@ async fn etcd_and_node_rules_load_and_evaluate() -> Result<()> {
         let groups = body["data"]["groups"].as_array()?.clone();
         let all_ok = groups.len() == 2
             && groups.iter().all(|g| {
-                g["rules"].as_array().is_some_and(|rs| rs.iter().all(|r| r["health"] == "ok" && r.get("lastError").is_none()))
+                g["rules"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().all(|r| r["health"] == "ok" && r.get("lastError").is_none()))
             });
         all_ok.then_some(groups)
     })
@@ -331,11 +337,331 @@ async fn etcd_and_node_rules_load_and_evaluate() -> Result<()> {
     let (_, body) = api.get("/api/v1/rules", &[("type", "record")]).await?;
     let g = body["data"]["groups"].as_array().context("groups")?;
     ensure!(g.len() == 1 && g[0]["rules"].as_array().map(Vec::len) == Some(1), "{body}");
-    let (_, body) = api.get("/api/v1/rules", &[("rule_name[]", "etcdNoLeader"), ("rule_name[]", "NodeCPUBusy")]).await?;
+    let (_, body) =
+        api.get("/api/v1/rules", &[("rule_name[]", "etcdNoLeader"), ("rule_name[]", "NodeCPUBusy")]).await?;
     ensure!(body["data"]["groups"].as_array().map(Vec::len) == Some(2), "{body}");
     let (_, body) = api.get("/api/v1/rules", &[("rule_group[]", "node-cpu")]).await?;
     ensure!(body["data"]["groups"].as_array().map(Vec::len) == Some(1), "{body}");
     let (status, body) = api.get("/api/v1/rules", &[("type", "bogus")]).await?;
     ensure!(status == 400 && body["errorType"] == "bad_data", "{body}");
+    Ok(())
+}
+
+async fn post(
+    http: &reqwest::Client,
+    port: u16,
+    path: &str,
+    tenant: Option<&str>,
+    body: &str,
+) -> Result<(u16, String)> {
+    let mut req = http.post(format!("http://127.0.0.1:{port}{path}")).body(body.to_owned());
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let r = req.send().await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+async fn send(
+    http: &reqwest::Client,
+    method: reqwest::Method,
+    port: u16,
+    path: &str,
+    tenant: Option<&str>,
+) -> Result<(u16, String)> {
+    let mut req = http.request(method, format!("http://127.0.0.1:{port}{path}"));
+    if let Some(t) = tenant {
+        req = req.header("X-Scope-OrgID", t);
+    }
+    let r = req.send().await?;
+    Ok((r.status().as_u16(), r.text().await?))
+}
+
+/// (group name, rule names) of `/api/v1/rules` for a tenant.
+async fn rule_names(
+    http: &reqwest::Client,
+    port: u16,
+    tenant: Option<&str>,
+) -> Result<Vec<(String, String, Vec<String>)>> {
+    let (status, text) = send(http, reqwest::Method::GET, port, "/api/v1/rules", tenant).await?;
+    ensure!(status == 200, "{status} {text}");
+    let body: Value = serde_json::from_str(&text)?;
+    Ok(body["data"]["groups"]
+        .as_array()
+        .context("groups")?
+        .iter()
+        .map(|g| {
+            let rules = g["rules"]
+                .as_array()
+                .map(|rs| rs.iter().map(|r| r["name"].as_str().unwrap_or_default().to_owned()).collect())
+                .unwrap_or_default();
+            (
+                g["file"].as_str().unwrap_or_default().to_owned(),
+                g["name"].as_str().unwrap_or_default().to_owned(),
+                rules,
+            )
+        })
+        .collect())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_api_creates_replaces_deletes_and_refuses_bad_groups() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("prometheus.yml");
+    let port = free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n- job_name: self\n  static_configs: [{{targets: ['127.0.0.1:{port}']}}]\n"
+        ),
+    )?;
+    let data = dir.path().join("data");
+    let mut strata = start_strata(&config, &data, port, &dir.path().join("strata1.log"), &[])?;
+    let api = Api::new(port);
+    let http = reqwest::Client::new();
+    eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    let ns = "/api/v1/rules/team-a";
+
+    // Create: applied at once, without a restart.
+    let g1 = "name: g1\ninterval: 1s\nrules:\n- record: team:up:count\n  expr: count(up)\n";
+    let (status, body) = post(&http, port, ns, None, g1).await?;
+    ensure!(status == 202, "{status} {body}");
+    ensure!(rule_names(&http, port, None).await? == vec![("team-a".into(), "g1".into(), vec!["team:up:count".into()])]);
+    let n =
+        eventually("the API rule's output", Duration::from_secs(15), || async { api.scalar_of("team:up:count").await })
+            .await?;
+    ensure!(n == 1.0, "count(up) = {n}");
+    let (status, yaml) = send(&http, reqwest::Method::GET, port, ns, None).await?;
+    ensure!(
+        status == 200 && yaml.starts_with("\"team-a\":\n- name: g1\n") && yaml.contains("  - record: team:up:count"),
+        "{yaml}"
+    );
+
+    // Replace the group (same name), add a second.
+    let g1b = "name: g1\ninterval: 1s\nrules:\n- record: team:up:sum\n  expr: sum(up)\n";
+    ensure!(post(&http, port, ns, None, g1b).await?.0 == 202);
+    let g2 = "name: g2\ninterval: 1s\nrules:\n- alert: SelfUp\n  expr: up == 1\n  annotations: {summary: '{{ $labels.job }} up'}\n";
+    ensure!(post(&http, port, ns, None, g2).await?.0 == 202);
+    let want = vec![
+        ("team-a".to_owned(), "g1".to_owned(), vec!["team:up:sum".to_owned()]),
+        ("team-a".to_owned(), "g2".to_owned(), vec!["SelfUp".to_owned()]),
+    ];
+    ensure!(rule_names(&http, port, None).await? == want);
+    let (_, one) = send(&http, reqwest::Method::GET, port, &format!("{ns}/g1"), None).await?;
+    ensure!(one.contains("team:up:sum") && !one.contains("team:up:count"), "{one}");
+
+    // Malformed groups: 400 with the reason, nothing changed.
+    for (bad, reason) in [
+        ("name: g1\nrules:\n- record: 'bad name'\n  expr: sum(\n", "could not parse expression"),
+        ("name: g1\nrules:\n- record: x\n  expr: up\n  bogus: 1\n", "unknown field"),
+        (
+            "name: g1\nrules:\n- alert: A\n  expr: up\n  annotations: {s: '{{ nosuch }}'}\n",
+            "function \"nosuch\" not defined",
+        ),
+        ("rules: [", "team-a"),
+    ] {
+        let (status, body) = post(&http, port, ns, None, bad).await?;
+        ensure!(status == 400, "{status} {body}");
+        let v: Value = serde_json::from_str(&body)?;
+        ensure!(v["status"] == "error" && v["errorType"] == "bad_data", "{body}");
+        ensure!(v["error"].as_str().unwrap_or_default().contains(reason), "{body}");
+    }
+    ensure!(rule_names(&http, port, None).await? == want);
+    ensure!(send(&http, reqwest::Method::GET, port, &format!("{ns}/g1"), None).await?.1 == one);
+
+    // Tenants are separate.
+    ensure!(send(&http, reqwest::Method::GET, port, ns, Some("other")).await?.0 == 404);
+    ensure!(rule_names(&http, port, Some("other")).await?.is_empty());
+
+    // Delete one group.
+    ensure!(send(&http, reqwest::Method::DELETE, port, &format!("{ns}/g1"), None).await?.0 == 202);
+    ensure!(send(&http, reqwest::Method::GET, port, &format!("{ns}/g1"), None).await?.0 == 404);
+    ensure!(send(&http, reqwest::Method::DELETE, port, &format!("{ns}/nosuch"), None).await?.0 == 404);
+    ensure!(rule_names(&http, port, None).await? == want[1..]);
+
+    // Stored: reloaded after a restart.
+    strata.kill();
+    let _strata = start_strata(&config, &data, port, &dir.path().join("strata2.log"), &[])?;
+    eventually("strata ready again", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    ensure!(rule_names(&http, port, None).await? == want[1..]);
+
+    // Delete the namespace.
+    ensure!(send(&http, reqwest::Method::DELETE, port, ns, None).await?.0 == 202);
+    ensure!(send(&http, reqwest::Method::GET, port, ns, None).await?.0 == 404);
+    ensure!(rule_names(&http, port, None).await?.is_empty());
+    Ok(())
+}
+
+/// (labels, state, annotations, value) of every active alert, sorted.
+async fn alert_summary(api: &Api) -> Vec<String> {
+    let mut v: Vec<String> = alerts(api)
+        .await
+        .iter()
+        .map(|a| format!("{} {} {} {}", a["labels"], a["state"], a["annotations"], a["value"]))
+        .collect();
+    v.sort();
+    v
+}
+
+async fn vector_summary(api: &Api, q: &str) -> Vec<String> {
+    let mut v: Vec<String> =
+        api.query(q).await.unwrap_or_default().iter().map(|s| format!("{} {}", s["metric"], s["value"][1])).collect();
+    v.sort();
+    v
+}
+
+fn keys(v: &Value) -> Vec<String> {
+    let mut k: Vec<String> = v.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
+    k.sort();
+    k
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let values = Arc::new(std::sync::Mutex::new([1.0f64, 5.0, 0.0]));
+    let v2 = Arc::clone(&values);
+    let page = PageServer::start(Arc::new(move |_p: &str| {
+        let v = *v2.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (
+            200,
+            "text/plain; version=0.0.4".to_owned(),
+            format!(
+                "# TYPE test_value gauge\ntest_value{{series=\"a\"}} {}\ntest_value{{series=\"b\"}} {}\ntest_value{{series=\"c\"}} {}\n",
+                v[0], v[1], v[2]
+            ),
+        )
+    }))?;
+    std::fs::write(
+        dir.path().join("rules.yml"),
+        r#"groups:
+- name: compat
+  interval: 1s
+  rules:
+  - record: job:test_value:sum
+    expr: sum by (job) (test_value)
+  - record: test_value:doubled
+    expr: test_value * 2
+    labels:
+      source: rule
+  - alert: ValueHigh
+    expr: test_value > 3
+    for: 3s
+    labels:
+      severity: warning
+    annotations:
+      summary: '{{ $labels.series }} is {{ $value | humanize }}'
+      total: '{{ with query "sum(test_value)" }}{{ . | first | value | printf "%.1f" }}{{ end }}'
+  - alert: ValueAny
+    expr: test_value > 0
+    labels:
+      severity: info
+      series: 'x-{{ $labels.series }}'
+  - alert: ValueNever
+    expr: test_value > 100
+    for: 1m
+"#,
+    )?;
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files: ['rules.yml']\nscrape_configs:\n- job_name: compat\n  static_configs: [{{targets: ['{}']}}]\n",
+            page.address()
+        ),
+    )?;
+    let (sport, pport) = (free_port(), free_port());
+    let _strata = start_strata(&config, &dir.path().join("strata-data"), sport, &dir.path().join("strata.log"), &[])?;
+    let _prom = start_prometheus(&config, &dir.path().join("prom-data"), pport, &dir.path().join("prometheus.log"))?;
+    let (strata, prom) = (Api::new(sport), Api::new(pport));
+    for api in [&strata, &prom] {
+        eventually("ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    }
+    // Phase 1: b fires after 3 s, a and b are ValueAny.
+    let settle = |what: &'static str| {
+        let (strata, prom) = (strata.clone(), prom.clone());
+        async move {
+            eventually(what, Duration::from_secs(25), || async {
+                let (a, b) = (alert_summary(&strata).await, alert_summary(&prom).await);
+                let firing = a.iter().filter(|s| s.contains("\"firing\"")).count();
+                (a == b && !a.is_empty() && firing > 0 && !a.iter().any(|s| s.contains("\"pending\""))).then_some(a)
+            })
+            .await
+        }
+    };
+    let phase1 = settle("the same settled alerts in Strata and Prometheus").await?;
+    ensure!(phase1.len() == 3, "{phase1:?}");
+    ensure!(
+        phase1.iter().any(|s| s.contains("\"summary\":\"b is 5\"") && s.contains("\"total\":\"6.0\"")),
+        "{phase1:?}"
+    );
+    for q in ["job:test_value:sum", "test_value:doubled", "ALERTS", "ALERTS_FOR_STATE > 0"] {
+        let want_nonempty = !vector_summary(&prom, q).await.is_empty();
+        ensure!(want_nonempty, "Prometheus has no {q}");
+        eventually(q, Duration::from_secs(10), || async {
+            let (a, b) = (vector_summary(&strata, q).await, vector_summary(&prom, q).await);
+            // ALERTS_FOR_STATE values are activeAt seconds: equal only if both saw the change in the same second.
+            let a: Vec<String> = a
+                .iter()
+                .map(|s| {
+                    if q.starts_with("ALERTS_FOR_STATE") {
+                        s.split(' ').next().unwrap_or("").to_owned()
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            let b: Vec<String> = b
+                .iter()
+                .map(|s| {
+                    if q.starts_with("ALERTS_FOR_STATE") {
+                        s.split(' ').next().unwrap_or("").to_owned()
+                    } else {
+                        s.clone()
+                    }
+                })
+                .collect();
+            (a == b).then_some(())
+        })
+        .await?;
+    }
+
+    // The rules API has Prometheus' shape (field names), group and rule by rule.
+    let (_, sr) = strata.get("/api/v1/rules", &[]).await?;
+    let (_, pr) = prom.get("/api/v1/rules", &[]).await?;
+    let (sg, pg) = (&sr["data"]["groups"][0], &pr["data"]["groups"][0]);
+    ensure!(keys(sg) == keys(pg), "group fields {:?} vs Prometheus {:?}", keys(sg), keys(pg));
+    for f in ["name", "file", "interval", "limit"] {
+        ensure!(sg[f] == pg[f], "group {f}: {} vs {}", sg[f], pg[f]);
+    }
+    for (i, (a, b)) in
+        sg["rules"].as_array().context("rules")?.iter().zip(pg["rules"].as_array().context("rules")?).enumerate()
+    {
+        ensure!(keys(a) == keys(b), "rule {i} fields {:?} vs Prometheus {:?}", keys(a), keys(b));
+        for f in ["name", "query", "duration", "keepFiringFor", "labels", "annotations", "health", "type", "state"] {
+            ensure!(a[f] == b[f], "rule {i} {f}: {} vs Prometheus {}", a[f], b[f]);
+        }
+        if let (Some(x), Some(y)) = (a["alerts"].as_array(), b["alerts"].as_array()) {
+            for (x, y) in x.iter().zip(y) {
+                ensure!(keys(x) == keys(y), "alert fields {:?} vs Prometheus {:?}", keys(x), keys(y));
+            }
+        }
+    }
+
+    // Phase 2: b clears (resolves), a rises (pending, then firing).
+    *values.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = [10.0, 0.0, 0.0];
+    let phase2 = eventually("the same alerts after the change", Duration::from_secs(25), || async {
+        let (a, b) = (alert_summary(&strata).await, alert_summary(&prom).await);
+        let ok = a == b && a.len() == 2 && a.iter().any(|s| s.contains("\"a is 10\"") && s.contains("\"firing\""));
+        ok.then_some(a)
+    })
+    .await?;
+    ensure!(!phase2.iter().any(|s| s.contains("\"b\"")), "{phase2:?}");
+    for q in ["job:test_value:sum", "test_value:doubled", "ALERTS"] {
+        eventually(q, Duration::from_secs(10), || async {
+            (vector_summary(&strata, q).await == vector_summary(&prom, q).await).then_some(())
+        })
+        .await?;
+    }
     Ok(())
 }

@@ -38,6 +38,8 @@ struct ApiAlert {
     state: &'static str,
     #[serde(rename = "activeAt", skip_serializing_if = "Option::is_none")]
     active_at: Option<String>,
+    #[serde(rename = "keepFiringSince", skip_serializing_if = "Option::is_none")]
+    keep_firing_since: Option<String>,
     value: String,
 }
 
@@ -48,14 +50,17 @@ enum ApiRule {
         state: &'static str,
         name: String,
         query: String,
+        #[serde(serialize_with = "go_float")]
         duration: f64,
+        #[serde(rename = "keepFiringFor", serialize_with = "go_float")]
+        keep_firing_for: f64,
         labels: BTreeMap<String, String>,
         annotations: BTreeMap<String, String>,
         alerts: Vec<ApiAlert>,
         health: &'static str,
         #[serde(rename = "lastError", skip_serializing_if = "String::is_empty")]
         last_error: String,
-        #[serde(rename = "evaluationTime")]
+        #[serde(rename = "evaluationTime", serialize_with = "go_float")]
         evaluation_time: f64,
         #[serde(rename = "lastEvaluation")]
         last_evaluation: String,
@@ -70,7 +75,7 @@ enum ApiRule {
         health: &'static str,
         #[serde(rename = "lastError", skip_serializing_if = "String::is_empty")]
         last_error: String,
-        #[serde(rename = "evaluationTime")]
+        #[serde(rename = "evaluationTime", serialize_with = "go_float")]
         evaluation_time: f64,
         #[serde(rename = "lastEvaluation")]
         last_evaluation: String,
@@ -84,12 +89,18 @@ struct ApiGroup {
     name: String,
     file: String,
     rules: Vec<ApiRule>,
+    #[serde(serialize_with = "go_float")]
     interval: f64,
     limit: usize,
-    #[serde(rename = "evaluationTime")]
+    #[serde(rename = "evaluationTime", serialize_with = "go_float")]
     evaluation_time: f64,
     #[serde(rename = "lastEvaluation")]
     last_evaluation: String,
+}
+
+/// Serializes a float as Go's `encoding/json` does: integral values without `.0`.
+fn go_float<S: serde::Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    if v.fract() == 0.0 && v.abs() < 1e15 { s.serialize_i64(*v as i64) } else { s.serialize_f64(*v) }
 }
 
 fn time_or_zero(ms: i64) -> String {
@@ -109,12 +120,13 @@ fn api_alerts(r: &crate::group::RuleState) -> Vec<ApiAlert> {
             annotations: a.annotations.clone(),
             state: a.state.as_str(),
             active_at: Some(rfc3339(a.active_at)),
+            keep_firing_since: (a.keep_firing_since != 0).then(|| rfc3339(a.keep_firing_since)),
             value: format_e(a.value),
         })
         .collect()
 }
 
-fn json_ok(data: serde_json::Value) -> Response {
+fn json_ok(data: &serde_json::Value) -> Response {
     let body = serde_json::json!({"status": "success", "data": data});
     ([(header::CONTENT_TYPE, "application/json")], body.to_string()).into_response()
 }
@@ -161,7 +173,7 @@ async fn rules(State(ruler): State<Arc<Ruler>>, headers: HeaderMap, RawQuery(q):
         }
         out.push(api);
     }
-    json_ok(serde_json::json!({ "groups": out }))
+    json_ok(&serde_json::json!({ "groups": out }))
 }
 
 fn api_group(g: &Group, typ: &str, names: &[String]) -> ApiGroup {
@@ -172,7 +184,7 @@ fn api_group(g: &Group, typ: &str, names: &[String]) -> ApiGroup {
             continue;
         }
         match &r.kind {
-            RuleKind::Alerting { hold, annotations, .. } => {
+            RuleKind::Alerting { hold, annotations, keep_firing_for } => {
                 if typ == "record" {
                     continue;
                 }
@@ -183,6 +195,7 @@ fn api_group(g: &Group, typ: &str, names: &[String]) -> ApiGroup {
                     name: r.name.clone(),
                     query: r.expr.clone(),
                     duration: hold.as_secs_f64(),
+                    keep_firing_for: keep_firing_for.as_secs_f64(),
                     labels: r.labels.clone(),
                     annotations: annotations.clone(),
                     alerts,
@@ -232,7 +245,7 @@ async fn alerts(State(ruler): State<Arc<Ruler>>, headers: HeaderMap) -> Response
             }
         }
     }
-    json_ok(serde_json::json!({ "alerts": out }))
+    json_ok(&serde_json::json!({ "alerts": out }))
 }
 
 /// A namespace's groups as YAML: `<namespace>:\n- <group>...`.

@@ -302,10 +302,10 @@ pub fn validate_group(
             if !is_valid_label_name(k) || k == "__name__" {
                 push((rl, rc), format!("invalid label name: {k}"));
             }
-            if raw.alert.is_some() {
-                if let Err(e) = Template::parse(&format!("__alert_{name}"), v) {
-                    push((rl, rc), format!("label {k:?}: {e}"));
-                }
+            if raw.alert.is_some()
+                && let Err(e) = Template::parse(&format!("__alert_{name}"), v)
+            {
+                push((rl, rc), format!("label {k:?}: {e}"));
             }
         }
         for (k, v) in &raw.annotations {

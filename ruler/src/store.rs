@@ -33,7 +33,7 @@ fn hex(s: &str) -> String {
 }
 
 fn unhex(s: &str) -> Option<String> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     let bytes: Option<Vec<u8>> =
@@ -113,6 +113,14 @@ impl RuleStore {
     }
 }
 
+/// An object store on local disk under `dir` (created when missing), as
+/// `strata standalone` keeps API rule groups under `<storage.path>/rules`.
+pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, RulerError> {
+    std::fs::create_dir_all(dir).map_err(|e| RulerError::Store(format!("creating {}: {e}", dir.display())))?;
+    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(store_err)?;
+    Ok(Arc::new(fs))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,12 +144,4 @@ mod tests {
         s.delete("t", "ns/1").await.expect("delete");
         assert_eq!(s.get("t", "ns/1").await.expect("get"), None);
     }
-}
-
-/// An object store on local disk under `dir` (created when missing), as
-/// `strata standalone` keeps API rule groups under `<storage.path>/rules`.
-pub fn local_store(dir: &std::path::Path) -> Result<Arc<dyn ObjectStore>, RulerError> {
-    std::fs::create_dir_all(dir).map_err(|e| RulerError::Store(format!("creating {}: {e}", dir.display())))?;
-    let fs = object_store::local::LocalFileSystem::new_with_prefix(dir).map_err(store_err)?;
-    Ok(Arc::new(fs))
 }

@@ -630,12 +630,9 @@ impl<'a> Parser<'a> {
             return Err(self.err("missing value for command"));
         }
         pipe.cmds.push(Cmd { args: cmd });
-        for c in &pipe.cmds[1..] {
-            if !matches!(c.args.first(), Some(Arg::Func(_))) && c.args.len() > 0 {
-                // Go allows a non-function as the last command only when it takes no argument.
-                if !matches!(c.args.first(), Some(Arg::Func(_))) {
-                    return Err(self.err("non executable command in pipeline stage 2"));
-                }
+        for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
+            if !matches!(c.args.first(), Some(Arg::Func(_))) {
+                return Err(self.err(format!("non executable command in pipeline stage {}", i + 1)));
             }
         }
         // Declared names become visible after the pipeline.

@@ -233,11 +233,13 @@ fn to_map(l: &Labels) -> BTreeMap<String, String> {
 /// alerts handed to the notifier.
 pub(crate) async fn eval_group(shared: &Shared, group: &Group, ts: i64) {
     let started = Instant::now();
+    let started_ms = shared.clock.now_ms();
     let query_ts = ts - i64::try_from(group.def.query_offset.as_millis()).unwrap_or(0);
     let mut batch = WriteBatch::new(group.tenant.clone());
     let mut notify: Vec<NotifyAlert> = Vec::new();
     for (i, rule) in group.def.rules.iter().enumerate() {
         let rule_started = Instant::now();
+        let rule_started_ms = shared.clock.now_ms();
         let result = match &rule.kind {
             RuleKind::Recording => eval_recording(shared, group, rule, query_ts).await,
             RuleKind::Alerting { .. } => eval_alerting(shared, group, i, rule, query_ts).await,
@@ -246,7 +248,7 @@ pub(crate) async fn eval_group(shared: &Shared, group: &Group, ts: i64) {
         let mut st = lock(&group.state);
         let rs = &mut st.rules[i];
         rs.eval_seconds = rule_started.elapsed().as_secs_f64();
-        rs.last_eval_ms = shared.clock.now_ms();
+        rs.last_eval_ms = rule_started_ms;
         let samples = match result {
             Ok(samples) => {
                 rs.health = Health::Ok;
@@ -277,7 +279,7 @@ pub(crate) async fn eval_group(shared: &Shared, group: &Group, ts: i64) {
     {
         let mut st = lock(&group.state);
         st.eval_seconds = started.elapsed().as_secs_f64();
-        st.last_eval_ms = shared.clock.now_ms();
+        st.last_eval_ms = started_ms;
     }
     if !batch.is_empty()
         && let Err(e) = shared.append.append(batch).await
@@ -586,5 +588,171 @@ pub(crate) async fn run_group(
             shared.metrics.missed.get_or_create(&group_labels(&group)).inc_by(missed as u64);
         }
         eval_ts += (missed.max(0) + 1) * interval_ms;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notifier::{Notifier, NotifierConfig};
+    use crate::{Metrics, RulerConfig, RulerSettings};
+    use strata_common::ManualClock;
+    use strata_model::storage::{AppendError, AppendSummary, BoxFuture};
+    use strata_model::{Append, Select};
+    use strata_promql::memstore::MemStore;
+
+    struct MemAppend(Arc<MemStore>);
+
+    impl Append for MemAppend {
+        fn append(&self, batch: WriteBatch) -> BoxFuture<'_, Result<AppendSummary, AppendError>> {
+            Box::pin(async move {
+                let n = batch.sample_count();
+                for s in batch.series {
+                    self.0.add(&batch.tenant, s.labels, s.samples);
+                }
+                Ok(AppendSummary { accepted: n, ..AppendSummary::default() })
+            })
+        }
+    }
+
+    fn shared(store: &Arc<MemStore>, settings: RulerSettings) -> Shared {
+        let telemetry = strata_common::Telemetry::empty();
+        let metrics = Arc::new(Metrics::register(&telemetry));
+        Shared {
+            select: Arc::clone(store) as Arc<dyn Select>,
+            append: Arc::new(MemAppend(Arc::clone(store))),
+            engine: strata_promql::Engine::default(),
+            clock: Arc::new(ManualClock::new(0)),
+            settings,
+            notifier: Arc::new(Notifier::new(NotifierConfig::default(), 100, Arc::clone(&metrics))),
+            metrics,
+            config: std::sync::RwLock::new(Arc::new(RulerConfig::default())),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> Labels {
+        Labels::from_pairs(pairs.iter().copied()).expect("labels")
+    }
+
+    fn group(yaml: &str, restore: bool) -> Group {
+        let groups = crate::rulefile::parse_rule_file("t.yml", yaml, Duration::from_secs(1)).expect("valid");
+        Group::new(groups[0].clone(), "t".into(), restore)
+    }
+
+    async fn series(store: &MemStore, name: &str, t: i64) -> Vec<(Labels, f64)> {
+        let m = [Matcher::equal("__name__", name)];
+        let got = store.select("t", &m, t, t).await.expect("select");
+        got.into_iter().filter_map(|s| s.samples.first().map(|x| (s.labels, x.v))).collect()
+    }
+
+    #[tokio::test]
+    async fn pending_firing_keep_firing_resolved() {
+        let store = Arc::new(MemStore::new());
+        // x is 1 up to 12 s, then 0.
+        store.add(
+            "t",
+            labels(&[("__name__", "x"), ("a", "1")]),
+            (0..=30).map(|s| Sample::new(s * 1000, if s <= 12 { 1.0 } else { 0.0 })),
+        );
+        let sh = shared(&store, RulerSettings::default());
+        let g = group(
+            "groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 0\n    for: 2s\n    keep_firing_for: 2s\n    labels: {sev: '{{ $labels.a }}!'}\n",
+            false,
+        );
+        let state = |g: &Group| lock(&g.state).rules[0].active.values().next().map(|a| a.state);
+        eval_group(&sh, &g, 10_000).await;
+        assert_eq!(state(&g), Some(AlertState::Pending));
+        let alerts = series(&store, "ALERTS", 10_000).await;
+        assert_eq!(
+            alerts,
+            vec![(
+                labels(&[
+                    ("__name__", "ALERTS"),
+                    ("a", "1"),
+                    ("alertname", "X"),
+                    ("alertstate", "pending"),
+                    ("sev", "1!")
+                ]),
+                1.0
+            )]
+        );
+        assert_eq!(series(&store, "ALERTS_FOR_STATE", 10_000).await[0].1, 10.0);
+        assert_eq!(sh.notifier.queue_len(), 0, "pending alerts are not sent");
+        eval_group(&sh, &g, 11_000).await;
+        assert_eq!(state(&g), Some(AlertState::Pending));
+        eval_group(&sh, &g, 12_000).await;
+        assert_eq!(state(&g), Some(AlertState::Firing));
+        assert_eq!(sh.notifier.queue_len(), 1, "firing alert sent");
+        // The pending series went stale when the alert fired.
+        assert!(
+            series(&store, "ALERTS", 12_000)
+                .await
+                .iter()
+                .any(|(l, v)| l.get("alertstate") == Some("pending") && strata_model::is_stale_nan(*v))
+        );
+        // Condition gone at 13 s: kept firing for 2 s, then resolved.
+        eval_group(&sh, &g, 13_000).await;
+        assert_eq!(state(&g), Some(AlertState::Firing));
+        eval_group(&sh, &g, 14_000).await;
+        assert_eq!(state(&g), Some(AlertState::Firing));
+        eval_group(&sh, &g, 15_000).await;
+        assert_eq!(state(&g), Some(AlertState::Inactive));
+        assert_eq!(sh.notifier.queue_len(), 2, "resolved alert sent");
+        let firing = series(&store, "ALERTS", 15_000).await;
+        assert!(firing.iter().all(|(_, v)| strata_model::is_stale_nan(*v)), "{firing:?}");
+        // Kept 15 minutes as resolved, then dropped.
+        eval_group(&sh, &g, 15_000 + RESOLVED_RETENTION_MS + 1000).await;
+        assert_eq!(state(&g), None);
+    }
+
+    #[tokio::test]
+    async fn limits_and_duplicate_series_are_errors() {
+        let store = Arc::new(MemStore::new());
+        for a in ["1", "2", "3"] {
+            store.add("t", labels(&[("__name__", "x"), ("a", a)]), [Sample::new(1000, 1.0)]);
+        }
+        let sh = shared(&store, RulerSettings::default());
+        let g = group(
+            "groups:\n- name: g\n  limit: 2\n  rules:\n  - alert: X\n    expr: x > 0\n  - record: y\n    expr: x\n  - record: z\n    expr: x\n    labels: {a: same}\n",
+            false,
+        );
+        eval_group(&sh, &g, 2000).await;
+        let st = lock(&g.state);
+        assert_eq!(st.rules[0].health, Health::Err);
+        assert_eq!(st.rules[0].last_error, "exceeded limit of 2 with 3 alerts");
+        assert_eq!(st.rules[1].last_error, "exceeded limit of 2 with 3 series");
+        assert_eq!(st.rules[2].last_error, "vector contains metrics with the same labelset after applying rule labels");
+    }
+
+    #[tokio::test]
+    async fn restore_moves_active_at_as_prometheus() {
+        for (down_at, want) in [(110_000, 190_000), (128_000, 175_000)] {
+            let store = Arc::new(MemStore::new());
+            store.add("t", labels(&[("__name__", "x")]), (0..=200).map(|s| Sample::new(s * 1000, 1.0)));
+            store.add(
+                "t",
+                labels(&[("__name__", "ALERTS_FOR_STATE"), ("alertname", "X")]),
+                (100..=down_at / 1000).map(|s| Sample::new(s * 1000, 100.0)),
+            );
+            let settings = RulerSettings { for_grace_period: Duration::from_secs(5), ..RulerSettings::default() };
+            let sh = shared(&store, settings);
+            let g = group("groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 0\n    for: 30s\n", true);
+            eval_group(&sh, &g, 199_000).await;
+            assert!(series(&store, "ALERTS", 199_000).await.is_empty(), "nothing written before the restore");
+            restore_for_state(&sh, &g, 200_000).await;
+            let st = lock(&g.state);
+            assert!(st.rules[0].restored);
+            assert_eq!(st.rules[0].active.values().next().map(|a| a.active_at), Some(want), "down at {down_at}");
+        }
+    }
+
+    #[test]
+    fn eval_timestamps_are_aligned_with_a_stable_offset() {
+        let g = group("groups:\n- name: g\n  interval: 10s\n  rules: []\n", false);
+        let a = g.eval_timestamp(1_000_000_123);
+        let b = g.eval_timestamp(1_000_004_567);
+        assert!(a <= 1_000_000_123 && a > 1_000_000_123 - 10_000);
+        assert!(b == a || b == a + 10_000);
+        assert_eq!(g.eval_timestamp(a + 25_000), a + 20_000);
     }
 }

@@ -173,7 +173,7 @@ pub(crate) struct Shared {
     pub(crate) settings: RulerSettings,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) notifier: Arc<Notifier>,
-    config: RwLock<Arc<RulerConfig>>,
+    pub(crate) config: RwLock<Arc<RulerConfig>>,
 }
 
 impl Shared {

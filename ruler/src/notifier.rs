@@ -417,3 +417,40 @@ mod tests {
         assert_eq!(problems[0].line, 2);
     }
 }
+
+#[cfg(test)]
+mod queue_tests {
+    use super::*;
+
+    fn alert(name: &str) -> NotifyAlert {
+        NotifyAlert {
+            labels: Labels::from_pairs([("alertname", name)]).expect("labels"),
+            annotations: BTreeMap::new(),
+            starts_at: 1,
+            ends_at: 2,
+            generator_url: String::new(),
+        }
+    }
+
+    #[test]
+    fn full_queue_drops_the_oldest_and_relabels() {
+        let telemetry = strata_common::Telemetry::empty();
+        let metrics = Arc::new(crate::Metrics::register(&telemetry));
+        let raw: RawAlertingConfig = serde_saphyr::from_str(
+            "alert_relabel_configs:\n- {source_labels: [alertname], regex: drop.*, action: drop}\n",
+        )
+        .expect("yaml");
+        let mut problems = Vec::new();
+        let alerting = raw.validate(&mut problems);
+        let external = [("cluster".to_owned(), "eu1".to_owned())].into_iter().collect();
+        let n = Notifier::new(NotifierConfig { alerting, external_labels: external }, 3, Arc::clone(&metrics));
+        n.send(vec![alert("a"), alert("drop-me"), alert("b")]);
+        n.send(vec![alert("c"), alert("d")]);
+        assert_eq!(n.queue_len(), 3);
+        assert_eq!(metrics.dropped.get(), 1);
+        let q = lock(&n.queue);
+        let names: Vec<_> = q.iter().map(|a| a.labels.get("alertname").unwrap_or_default().to_owned()).collect();
+        assert_eq!(names, ["b", "c", "d"]);
+        assert!(q.iter().all(|a| a.labels.get("cluster") == Some("eu1")));
+    }
+}

@@ -8,6 +8,8 @@ command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-ex
 # Prometheus 2.42 and promtool: the reference for PromQL, relabeling and remote write.
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Alertmanager 0.25: where the ruler's alerts go (tests/rules.rs).
+command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
 # NATS with JetStream: the distributed ingest log.
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 

@@ -671,3 +671,51 @@ async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_rule_files_and_keeps_them_when_invalid() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: one\n  interval: 1s\n  rules:\n  - record: one:vector\n    expr: vector(1)\n",
+    )?;
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, "global:\n  evaluation_interval: 1s\nrule_files: ['rules.yml']\n")?;
+    let port = free_port();
+    let strata = start_strata(&config, &dir.path().join("data"), port, &dir.path().join("strata.log"), &[])?;
+    let api = Api::new(port);
+    let http = reqwest::Client::new();
+    eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    let file = rules.display().to_string();
+    ensure!(rule_names(&http, port, None).await? == vec![(file.clone(), "one".into(), vec!["one:vector".into()])]);
+    eventually("one:vector", Duration::from_secs(10), || async { api.scalar_of("one:vector").await }).await?;
+    let hup = || Command::new("kill").args(["-HUP", &strata.child.id().to_string()]).status();
+
+    std::fs::write(
+        &rules,
+        "groups:\n- name: two\n  interval: 1s\n  rules:\n  - record: two:vector\n    expr: vector(2)\n",
+    )?;
+    ensure!(hup()?.success());
+    let want = vec![(file.clone(), "two".to_owned(), vec!["two:vector".to_owned()])];
+    eventually("the reloaded group", Duration::from_secs(10), || async {
+        (rule_names(&http, port, None).await.ok()? == want).then_some(())
+    })
+    .await?;
+    let two = eventually("two:vector", Duration::from_secs(10), || async { api.scalar_of("two:vector").await }).await?;
+    ensure!(two == 2.0);
+    // The removed group's series went stale.
+    eventually("one:vector to go stale", Duration::from_secs(10), || async {
+        api.query("one:vector").await.ok()?.is_empty().then_some(())
+    })
+    .await?;
+
+    // An invalid rule file is refused; the running rules stay.
+    std::fs::write(&rules, "groups:\n- name: three\n  rules:\n  - record: three\n    expr: sum(\n")?;
+    ensure!(hup()?.success());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    ensure!(rule_names(&http, port, None).await? == want);
+    let log = std::fs::read_to_string(dir.path().join("strata.log"))?;
+    ensure!(log.contains("rules.yml:5:11:") && log.contains("could not parse expression"), "{log}");
+    Ok(())
+}

@@ -318,6 +318,28 @@ async fn etcd_and_node_rules_load_and_evaluate() -> Result<()> {
         all_ok.then_some(groups)
     })
     .await?;
+    // Prometheus 2.42 loads the same files: same groups, rules, queries as printed, labels, annotations.
+    let pport = free_port();
+    let _prom = start_prometheus(&config, &dir.path().join("prom-data"), pport, &dir.path().join("prometheus.log"))?;
+    let prom = Api::new(pport);
+    let pgroups = eventually("Prometheus' rules", Duration::from_secs(30), || async {
+        let (_, body) = prom.get("/api/v1/rules", &[]).await.ok()?;
+        let g = body["data"]["groups"].as_array()?.clone();
+        (g.len() == 2).then_some(g)
+    })
+    .await?;
+    for (g, pg) in groups.iter().zip(&pgroups) {
+        for f in ["name", "file", "interval", "limit"] {
+            ensure!(g[f] == pg[f], "group {f}: {} vs Prometheus {}", g[f], pg[f]);
+        }
+        let (rules, prules) = (g["rules"].as_array().context("rules")?, pg["rules"].as_array().context("rules")?);
+        ensure!(rules.len() == prules.len());
+        for (r, pr) in rules.iter().zip(prules) {
+            for f in ["name", "query", "duration", "keepFiringFor", "labels", "annotations", "type"] {
+                ensure!(r[f] == pr[f], "rule {} {f}: {} vs Prometheus {}", r["name"], r[f], pr[f]);
+            }
+        }
+    }
     let etcd = groups.iter().find(|g| g["name"] == "etcd").context("etcd group")?;
     ensure!(etcd["rules"].as_array().map(Vec::len) == Some(15), "{etcd}");
     ensure!(etcd["file"].as_str().unwrap_or_default().ends_with("tests/data/etcd-rules.yml"), "{etcd}");

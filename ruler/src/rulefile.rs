@@ -264,7 +264,7 @@ pub fn validate_group(
         }
         let expr = match &raw.expr {
             Some(e) if !e.value.trim().is_empty() => match promql_parser::parser::parse(&e.value) {
-                Ok(parsed) => Some(parsed.to_string()),
+                Ok(parsed) => Some(go_number_literals(&parsed.to_string())),
                 Err(msg) => {
                     push(at(e), format!("could not parse expression: {msg}"));
                     None
@@ -332,6 +332,63 @@ pub fn validate_group(
         return None;
     }
     Some(RuleGroup { name: gname.clone(), file: file.to_owned(), interval, limit: g.limit, query_offset, rules })
+}
+
+/// Prints the number literals of a printed expression as Prometheus prints
+/// them (Go's `strconv.FormatFloat(v, 'g', -1, 64)`: `1.048576e+08`, not
+/// `104857600`), leaving strings, names and durations alone.
+pub fn go_number_literals(expr: &str) -> String {
+    let b = expr.as_bytes();
+    let mut out = String::with_capacity(expr.len());
+    let mut i = 0;
+    let mut quote: Option<u8> = None;
+    while i < b.len() {
+        let c = b[i];
+        if let Some(q) = quote {
+            out.push(char::from(c));
+            if c == b'\\' && q != b'`' && i + 1 < b.len() {
+                out.push(char::from(b[i + 1]));
+                i += 2;
+                continue;
+            }
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == b'"' || c == b'\'' || c == b'`' {
+            quote = Some(c);
+            out.push(char::from(c));
+            i += 1;
+            continue;
+        }
+        let prev_ident = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':' || b[i - 1] == b'.');
+        if c.is_ascii_digit() && !prev_ident {
+            let mut j = i;
+            while j < b.len()
+                && (b[j].is_ascii_digit()
+                    || b[j] == b'.'
+                    || ((b[j] == b'e' || b[j] == b'E') && b.get(j + 1).is_some_and(|n| n.is_ascii_digit() || *n == b'+' || *n == b'-'))
+                    || ((b[j] == b'+' || b[j] == b'-') && j > i && matches!(b[j - 1], b'e' | b'E')))
+            {
+                j += 1;
+            }
+            let followed_by_letter = b.get(j).is_some_and(|n| n.is_ascii_alphabetic() || *n == b'_');
+            let token = &expr[i..j];
+            match token.parse::<f64>() {
+                Ok(v) if !followed_by_letter => out.push_str(&crate::gofmt::format_g(v)),
+                _ => out.push_str(token),
+            }
+            i = j;
+            continue;
+        }
+        // Copy one whole UTF-8 character.
+        let ch = expr[i..].chars().next().unwrap_or('\u{fffd}');
+        out.push(ch);
+        i += ch.len_utf8();
+    }
+    out
 }
 
 /// Expands `rule_files` patterns (relative to `dir`) into sorted paths.
@@ -447,6 +504,15 @@ mod tests {
     fn unknown_fields_are_errors() {
         let err = parse_rule_file("r.yml", "groups:\n- name: g\n  bogus: 1\n", MIN).expect_err("invalid");
         assert!(err.to_string().contains("r.yml:3:"), "{err}");
+    }
+
+    #[test]
+    fn number_literals_print_as_go() {
+        assert_eq!(go_number_literals("x > 104857600"), "x > 1.048576e+08");
+        assert_eq!(go_number_literals("rate(x[5m] offset 1h30m) > 0.5"), "rate(x[5m] offset 1h30m) > 0.5");
+        assert_eq!(go_number_literals("x{a=\"104857600\"} * 4 * 60"), "x{a=\"104857600\"} * 4 * 60");
+        assert_eq!(go_number_literals("node_cpu0 > 0.00001"), "node_cpu0 > 1e-05");
+        assert_eq!(go_number_literals("x[15m:1m]"), "x[15m:1m]");
     }
 
     #[test]

@@ -579,6 +579,9 @@ async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
     labels:
       severity: info
       series: 'x-{{ $labels.series }}'
+    annotations:
+      error: '{{ if gt $value 1 }}big{{ end }}'
+      fmt: '{{ printf "%.2f|%5.1f|%d|%s|%v" $value $value 3 "s" $labels }} {{ $value | humanizeDuration }} {{ humanize1024 $value }} {{ title "a-b c" }}'
   - alert: ValueNever
     expr: test_value > 100
     for: 1m
@@ -611,7 +614,14 @@ async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
             .await
         }
     };
-    let phase1 = settle("the same settled alerts in Strata and Prometheus").await?;
+    let phase1 = match settle("the same settled alerts in Strata and Prometheus").await {
+        Ok(p) => p,
+        Err(e) => anyhow::bail!(
+            "{e}:\nStrata:     {:#?}\nPrometheus: {:#?}",
+            alert_summary(&strata).await,
+            alert_summary(&prom).await
+        ),
+    };
     ensure!(phase1.len() == 3, "{phase1:?}");
     ensure!(
         phase1.iter().any(|s| s.contains("\"summary\":\"b is 5\"") && s.contains("\"total\":\"6.0\"")),

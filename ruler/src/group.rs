@@ -337,7 +337,7 @@ async fn eval_alerting(
     let mut expand_all = || -> Result<(), String> {
         for (l, v) in &res {
             let data = TemplateData {
-                labels: to_map(&l.without_metric_name()),
+                labels: to_map(l),
                 external_labels: shared.config().external_labels.clone(),
                 external_url: shared.settings.external_url.clone(),
                 value: *v,

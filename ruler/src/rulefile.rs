@@ -363,13 +363,15 @@ pub fn go_number_literals(expr: &str) -> String {
             i += 1;
             continue;
         }
-        let prev_ident = i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':' || b[i - 1] == b'.');
+        let prev_ident =
+            i > 0 && (b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b':' || b[i - 1] == b'.');
         if c.is_ascii_digit() && !prev_ident {
             let mut j = i;
             while j < b.len()
                 && (b[j].is_ascii_digit()
                     || b[j] == b'.'
-                    || ((b[j] == b'e' || b[j] == b'E') && b.get(j + 1).is_some_and(|n| n.is_ascii_digit() || *n == b'+' || *n == b'-'))
+                    || ((b[j] == b'e' || b[j] == b'E')
+                        && b.get(j + 1).is_some_and(|n| n.is_ascii_digit() || *n == b'+' || *n == b'-'))
                     || ((b[j] == b'+' || b[j] == b'-') && j > i && matches!(b[j - 1], b'e' | b'E')))
             {
                 j += 1;

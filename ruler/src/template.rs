@@ -163,6 +163,10 @@ enum Arg {
 #[derive(Debug, Clone)]
 struct Cmd {
     args: Vec<Arg>,
+    /// Byte offset of the command in the template text.
+    pos: usize,
+    /// The command as Go prints it in errors (`gt $value 1`).
+    text: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -170,7 +174,13 @@ struct Pipe {
     decl: Vec<String>,
     assign: bool,
     cmds: Vec<Cmd>,
+    /// The pipeline as Go prints it.
+    text: String,
 }
+
+/// Length of Prometheus' header (`{{$labels := .Labels}}...{{$value := .Value}}`)
+/// put before every alert template, which shifts error columns on line 1.
+const HEADER_LEN: usize = 112;
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -187,6 +197,7 @@ enum Node {
 #[derive(Debug, Clone)]
 pub struct Template {
     name: String,
+    src: String,
     nodes: Vec<Node>,
 }
 
@@ -268,6 +279,9 @@ struct Parser<'a> {
     pos: usize,
     line: usize,
     vars: Vec<String>,
+    /// Byte spans of the current action's tokens.
+    spans: Vec<(usize, usize)>,
+    tok_start: usize,
 }
 
 /// A template error, formatted as Go's `text/template` does.
@@ -361,7 +375,7 @@ impl<'a> Parser<'a> {
                         && (k == "if" || k == "with")
                     {
                         let k = k.clone();
-                        let pipe = self.parse_pipe(&toks[1..], false)?;
+                        let pipe = self.parse_pipe(&toks[1..], 1, false)?;
                         return Ok((nodes, Stop::Else(Some((k, pipe)))));
                     }
                     if !toks.is_empty() {
@@ -371,7 +385,7 @@ impl<'a> Parser<'a> {
                 }
                 Some(k @ ("if" | "with" | "range")) => {
                     let mark = self.vars.len();
-                    let pipe = self.parse_pipe(&toks, k == "range")?;
+                    let pipe = self.parse_pipe(&toks, 0, k == "range")?;
                     let node = self.parse_control(k, pipe, line)?;
                     self.vars.truncate(mark);
                     nodes.push(node);
@@ -382,7 +396,7 @@ impl<'a> Parser<'a> {
                     return Err(self.err(format!("{{{{{k}}}}} is not supported in rule templates")));
                 }
                 _ => {
-                    let pipe = self.parse_pipe(&toks, false)?;
+                    let pipe = self.parse_pipe(&toks, 0, false)?;
                     nodes.push(Node::Action { pipe, line });
                 }
             }
@@ -422,7 +436,11 @@ impl<'a> Parser<'a> {
         let mut i = start;
         let mut toks = Vec::new();
         let mut keyword = None;
+        self.spans.clear();
         loop {
+            if self.spans.len() < toks.len() {
+                self.spans.push((self.tok_start, i));
+            }
             while i < b.len() && (b[i] == b' ' || b[i] == b'\t' || b[i] == b'\r' || b[i] == b'\n') {
                 if b[i] == b'\n' {
                     self.line += 1;
@@ -439,6 +457,7 @@ impl<'a> Parser<'a> {
                 return Ok((toks, keyword, i + 2, false));
             }
             let c = b[i];
+            self.tok_start = i;
             match c {
                 b'|' => {
                     toks.push(Tok::Pipe);
@@ -585,9 +604,14 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn parse_pipe(&mut self, toks: &[Tok], range: bool) -> Result<Pipe, TemplateError> {
+    fn span(&self, idx: usize) -> (usize, usize) {
+        self.spans.get(idx).copied().unwrap_or((0, 0))
+    }
+
+    fn parse_pipe(&mut self, toks: &[Tok], base: usize, range: bool) -> Result<Pipe, TemplateError> {
         let mut pipe = Pipe::default();
         let mut rest = toks;
+        let mut rest_base = base;
         // Declarations: `$x :=`, `$x =`, `$i, $e :=` (range only).
         let decl_end = toks.iter().position(|t| matches!(t, Tok::Declare | Tok::Assign));
         if let Some(d) = decl_end {
@@ -604,11 +628,14 @@ impl<'a> Parser<'a> {
                     }
                 }
                 rest = &toks[d + 1..];
+                rest_base = base + d + 1;
             } else if names.len() > 2 || !all_vars {
                 return Err(self.err("too many declarations in command"));
             }
         }
         let mut cmd = Vec::new();
+        let mut texts: Vec<String> = Vec::new();
+        let mut cmd_pos = self.span(rest_base).0;
         let mut i = 0;
         while i < rest.len() {
             match &rest[i] {
@@ -616,12 +643,15 @@ impl<'a> Parser<'a> {
                     if cmd.is_empty() {
                         return Err(self.err("missing command"));
                     }
-                    pipe.cmds.push(Cmd { args: std::mem::take(&mut cmd) });
+                    pipe.cmds.push(Cmd { args: std::mem::take(&mut cmd), pos: cmd_pos, text: texts.join(" ") });
+                    texts.clear();
                     i += 1;
+                    cmd_pos = self.span(rest_base + i).0;
                 }
                 _ => {
-                    let (arg, n) = self.parse_operand(&rest[i..])?;
+                    let (arg, n, text) = self.parse_operand(&rest[i..], rest_base + i)?;
                     cmd.push(arg);
+                    texts.push(text);
                     i += n;
                 }
             }
@@ -629,7 +659,13 @@ impl<'a> Parser<'a> {
         if cmd.is_empty() {
             return Err(self.err("missing value for command"));
         }
-        pipe.cmds.push(Cmd { args: cmd });
+        pipe.cmds.push(Cmd { args: cmd, pos: cmd_pos, text: texts.join(" ") });
+        let cmds: Vec<&str> = pipe.cmds.iter().map(|c| c.text.as_str()).collect();
+        pipe.text = if pipe.decl.is_empty() {
+            cmds.join(" | ")
+        } else {
+            format!("{} {} {}", pipe.decl.join(", "), if pipe.assign { "=" } else { ":=" }, cmds.join(" | "))
+        };
         for (i, c) in pipe.cmds.iter().enumerate().skip(1) {
             if !matches!(c.args.first(), Some(Arg::Func(_))) {
                 return Err(self.err(format!("non executable command in pipeline stage {}", i + 1)));
@@ -642,7 +678,9 @@ impl<'a> Parser<'a> {
         Ok(pipe)
     }
 
-    fn parse_operand(&mut self, toks: &[Tok]) -> Result<(Arg, usize), TemplateError> {
+    fn parse_operand(&mut self, toks: &[Tok], base: usize) -> Result<(Arg, usize, String), TemplateError> {
+        let (s0, e0) = self.span(base);
+        let text = self.src.get(s0..e0).unwrap_or("").trim_end().to_owned();
         let arg = match &toks[0] {
             Tok::Str(s) => Arg::Str(s.clone()),
             Tok::Num(n) => parse_number(n).ok_or_else(|| self.err(format!("illegal number syntax: {n:?}")))?,
@@ -677,21 +715,23 @@ impl<'a> Parser<'a> {
                     }
                 }
                 let Some(end) = end else { return Err(self.err("unclosed left paren")) };
-                let pipe = self.parse_pipe(&toks[1..end], false)?;
+                let pipe = self.parse_pipe(&toks[1..end], base + 1, false)?;
+                let text = format!("({})", pipe.text);
                 // A field chain right after `)`.
                 if let Some(Tok::Field(c)) = toks.get(end + 1)
                     && !c.is_empty()
                 {
-                    return Ok((Arg::Pipe(Box::new(pipe), c.clone()), end + 2));
+                    let text = format!("{text}.{}", c.join("."));
+                    return Ok((Arg::Pipe(Box::new(pipe), c.clone()), end + 2, text));
                 }
-                return Ok((Arg::Pipe(Box::new(pipe), Vec::new()), end + 1));
+                return Ok((Arg::Pipe(Box::new(pipe), Vec::new()), end + 1, text));
             }
             Tok::RParen => return Err(self.err("unexpected right paren")),
             Tok::Comma => return Err(self.err("unexpected \",\" in command")),
             Tok::Declare | Tok::Assign => return Err(self.err("unexpected \":=\" in operand")),
             Tok::Pipe => return Err(self.err("missing command")),
         };
-        Ok((arg, 1))
+        Ok((arg, 1, text))
     }
 }
 
@@ -731,11 +771,18 @@ impl Template {
     /// `__alert_<alertname>`). Fails on syntax errors, unknown functions
     /// and undefined variables.
     pub fn parse(name: &str, text: &str) -> Result<Self, TemplateError> {
-        let mut p =
-            Parser { name, src: text, pos: 0, line: 1, vars: HEADER_VARS.iter().map(|s| (*s).to_owned()).collect() };
+        let mut p = Parser {
+            name,
+            src: text,
+            pos: 0,
+            line: 1,
+            vars: HEADER_VARS.iter().map(|s| (*s).to_owned()).collect(),
+            spans: Vec::new(),
+            tok_start: 0,
+        };
         let (nodes, stop) = p.parse_list()?;
         match stop {
-            Stop::Eof => Ok(Self { name: name.to_owned(), nodes }),
+            Stop::Eof => Ok(Self { name: name.to_owned(), src: text.to_owned(), nodes }),
             Stop::End => Err(p.err("unexpected {{end}}")),
             Stop::Else(_) => Err(p.err("unexpected {{else}}")),
         }
@@ -746,6 +793,7 @@ impl Template {
         let data = Arc::new(data.clone());
         let mut ex = Exec {
             name: &self.name,
+            src: &self.src,
             vars: vec![
                 ("$".to_owned(), Val::Data(Arc::clone(&data))),
                 ("$labels".to_owned(), Val::Map(Arc::new(data.labels.clone()))),
@@ -790,6 +838,7 @@ enum Flow {
 
 struct Exec<'a, 'b> {
     name: &'a str,
+    src: &'a str,
     vars: Vec<(String, Val)>,
     ctx: &'a mut ExecContext<'b>,
     out: String,
@@ -800,6 +849,22 @@ struct Exec<'a, 'b> {
 impl Exec<'_, '_> {
     fn err(&self, msg: impl std::fmt::Display) -> TemplateError {
         TemplateError(format!("template: {}:{}: {msg}", self.name, self.line))
+    }
+
+    /// Go's `ErrorContext` of a command: `name:line:col` (0-based column,
+    /// Prometheus' header before line 1) and the command as text.
+    fn err_at(&self, cmd: &Cmd, msg: impl std::fmt::Display) -> TemplateError {
+        let before = self.src.get(..cmd.pos).unwrap_or("");
+        let line = 1 + before.matches('\n').count();
+        let col = match before.rfind('\n') {
+            Some(nl) => cmd.pos - nl - 1,
+            None => HEADER_LEN + cmd.pos,
+        };
+        TemplateError(format!(
+            "template: {name}:{line}:{col}: executing \"{name}\" at <{}>: {msg}",
+            cmd.text,
+            name = self.name
+        ))
     }
 
     fn walk(&mut self, nodes: &[Node], dot: &Val) -> Result<Flow, TemplateError> {
@@ -987,7 +1052,11 @@ impl Exec<'_, '_> {
                     args.push(p);
                 }
                 self.call(f, args).map_err(|e| {
-                    if e.0.starts_with("template: ") { e } else { self.err(format!("error calling {f}: {}", e.0)) }
+                    if e.0.starts_with("template: ") {
+                        e
+                    } else {
+                        self.err_at(cmd, format!("error calling {f}: {}", e.0))
+                    }
                 })
             }
             Some(a) => {
@@ -1659,8 +1728,15 @@ mod tests {
     #[test]
     fn int_float_comparison_fails_as_go() {
         let err = render("{{ if gt $value 1 }}x{{ end }}", 2.0).expect_err("incompatible");
-        assert!(err.0.contains("incompatible types for comparison"), "{err}");
-        assert!(err.0.starts_with("error executing template __alert_Test: template: __alert_Test:1:"), "{err}");
+        assert_eq!(
+            err.0,
+            "error executing template __alert_Test: template: __alert_Test:1:118: executing \"__alert_Test\" at <gt $value 1>: error calling gt: incompatible types for comparison"
+        );
+        let err = render("a\n {{ query \"empty\" | first | value }}", 2.0).expect_err("empty");
+        assert_eq!(
+            err.0,
+            "error executing template __alert_Test: template: __alert_Test:2:20: executing \"__alert_Test\" at <first>: error calling first: first() called on vector with no elements"
+        );
     }
 
     #[test]

@@ -746,6 +746,18 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn query_offset_shifts_queries_and_outputs() {
+        let store = Arc::new(MemStore::new());
+        store.add("t", labels(&[("__name__", "x")]), [Sample::new(5_000, 7.0), Sample::new(10_000, 9.0)]);
+        let sh = shared(&store, RulerSettings::default());
+        let g = group("groups:\n- name: g\n  query_offset: 5s\n  rules:\n  - record: y\n    expr: x\n", false);
+        eval_group(&sh, &g, 10_000).await;
+        // Evaluated at 10 s - 5 s: sees the sample at 5 s, written at 5 s.
+        assert_eq!(series(&store, "y", 5_000).await, vec![(labels(&[("__name__", "y")]), 7.0)]);
+        assert!(series(&store, "y", 10_000).await.is_empty());
+    }
+
     #[test]
     fn eval_timestamps_are_aligned_with_a_stable_offset() {
         let g = group("groups:\n- name: g\n  interval: 10s\n  rules: []\n", false);

@@ -10,10 +10,11 @@
 //! - [`store`]: API-managed groups in object storage.
 //! - [`api`]: `/api/v1/rules`, `/api/v1/alerts` and the management API.
 //!
-//! Groups come from sources (rule files, the API store; Kubernetes
-//! `PrometheusRule` objects later), each group keyed by tenant, file and
-//! name; [`Ruler::set_owner`] decides which groups this process evaluates
-//! (all by default), the hook for sharding groups across queriers.
+//! Groups come from sources (rule files, the API store, and any
+//! [`RuleSource`] added, e.g. Kubernetes `PrometheusRule` objects later),
+//! each group keyed by tenant, file and name; [`Ruler::set_owner`] decides
+//! which groups this process evaluates (all by default), the hook for
+//! sharding groups across queriers.
 
 pub mod api;
 pub mod gofmt;
@@ -196,6 +197,18 @@ pub struct GroupKey {
 /// Decides whether this process evaluates a group.
 pub type OwnsFn = dyn Fn(&GroupKey) -> bool + Send + Sync;
 
+/// A further source of rule groups (e.g. Kubernetes `PrometheusRule`
+/// objects): asked for its groups at every [`Ruler::sync`]; it calls
+/// `sync` itself when its groups change.
+pub trait RuleSource: Send + Sync {
+    /// The groups, each with its tenant; `default_interval` is
+    /// `global.evaluation_interval`.
+    fn groups(
+        &self,
+        default_interval: Duration,
+    ) -> strata_model::storage::BoxFuture<'_, Result<Vec<(String, RuleGroup)>, RulerError>>;
+}
+
 struct Running {
     group: Arc<Group>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -210,6 +223,7 @@ pub struct Ruler {
     /// Whether groups created by the next sync restore `for` state (only the first).
     first_sync: std::sync::atomic::AtomicBool,
     owns: RwLock<Arc<OwnsFn>>,
+    sources: RwLock<Vec<Arc<dyn RuleSource>>>,
 }
 
 impl std::fmt::Debug for Ruler {
@@ -243,12 +257,18 @@ impl Ruler {
             running: tokio::sync::Mutex::new(BTreeMap::new()),
             first_sync: std::sync::atomic::AtomicBool::new(true),
             owns: RwLock::new(Arc::new(|_: &GroupKey| true)),
+            sources: RwLock::new(Vec::new()),
         })
     }
 
     /// Sets which groups this process evaluates (applied at the next sync).
     pub fn set_owner(&self, owns: Arc<OwnsFn>) {
         *self.owns.write().unwrap_or_else(std::sync::PoisonError::into_inner) = owns;
+    }
+
+    /// Adds a source of rule groups (applied at the next sync).
+    pub fn add_source(&self, source: Arc<dyn RuleSource>) {
+        self.sources.write().unwrap_or_else(std::sync::PoisonError::into_inner).push(source);
     }
 
     /// The settings.
@@ -291,6 +311,12 @@ impl Ruler {
                         tracing::warn!(tenant = %ns.tenant, namespace = %ns.namespace, error = %e, "skipping a stored rule group")
                     }
                 }
+            }
+        }
+        let sources = self.sources.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for src in sources {
+            for (tenant, g) in src.groups(cfg.evaluation_interval).await? {
+                out.insert(GroupKey { tenant, file: g.file.clone(), name: g.name.clone() }, g);
             }
         }
         let owns = Arc::clone(&self.owns.read().unwrap_or_else(std::sync::PoisonError::into_inner));
@@ -375,4 +401,68 @@ pub fn count_states(groups: &[Arc<Group>]) -> HashMap<&'static str, usize> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Fixed(Vec<(String, RuleGroup)>);
+
+    impl RuleSource for Fixed {
+        fn groups(
+            &self,
+            _default_interval: Duration,
+        ) -> strata_model::storage::BoxFuture<'_, Result<Vec<(String, RuleGroup)>, RulerError>> {
+            Box::pin(async move { Ok(self.0.clone()) })
+        }
+    }
+
+    fn group(file: &str, name: &str) -> RuleGroup {
+        let text = format!("groups:\n- name: {name}\n  rules:\n  - record: r\n    expr: vector(1)\n");
+        rulefile::parse_rule_file(file, &text, Duration::from_secs(60)).expect("valid").remove(0)
+    }
+
+    #[tokio::test]
+    async fn sources_and_ownership_decide_the_groups() {
+        let store = Arc::new(strata_promql::memstore::MemStore::new());
+        let deps = RulerDeps {
+            select: store as Arc<dyn Select>,
+            append: Arc::new(NoAppend),
+            engine: Engine::default(),
+            telemetry: Telemetry::empty(),
+            clock: Arc::new(strata_common::ManualClock::new(0)),
+            store: Arc::new(object_store::memory::InMemory::new()),
+        };
+        let config = RulerConfig { file_groups: vec![group("a.yml", "files")], ..RulerConfig::default() };
+        let ruler = Ruler::new(deps, RulerSettings::default(), config);
+        ruler.store().put("team", "ns", &["name: api\nrules: []\n".to_owned()]).await.expect("put");
+        ruler.add_source(Arc::new(Fixed(vec![("crd-tenant".to_owned(), group("ns/rule", "crd"))])));
+        let names = |m: &BTreeMap<GroupKey, RuleGroup>| {
+            m.keys().map(|k| format!("{}/{}/{}", k.tenant, k.file, k.name)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            names(&ruler.desired().await.expect("desired")),
+            ["anonymous/a.yml/files", "crd-tenant/ns/rule/crd", "team/ns/api"]
+        );
+        ruler.set_owner(Arc::new(|k: &GroupKey| k.tenant != "team"));
+        assert_eq!(
+            names(&ruler.desired().await.expect("desired")),
+            ["anonymous/a.yml/files", "crd-tenant/ns/rule/crd"]
+        );
+    }
+
+    struct NoAppend;
+
+    impl Append for NoAppend {
+        fn append(
+            &self,
+            _batch: strata_model::WriteBatch,
+        ) -> strata_model::storage::BoxFuture<
+            '_,
+            Result<strata_model::storage::AppendSummary, strata_model::storage::AppendError>,
+        > {
+            Box::pin(async { Ok(strata_model::storage::AppendSummary::default()) })
+        }
+    }
 }

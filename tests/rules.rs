@@ -490,6 +490,8 @@ async fn rules_api_creates_replaces_deletes_and_refuses_bad_groups() -> Result<(
     }
     ensure!(rule_names(&http, port, None).await? == want);
     ensure!(send(&http, reqwest::Method::GET, port, &format!("{ns}/g1"), None).await?.1 == one);
+    let metrics = api.get_text("/metrics", &[]).await?.1;
+    ensure!(metrics.contains("strata_ruler_api_rejected_requests_total 4"), "{metrics}");
 
     // Tenants are separate.
     ensure!(send(&http, reqwest::Method::GET, port, ns, Some("other")).await?.0 == 404);

@@ -156,6 +156,7 @@ async fn rules(State(ruler): State<Arc<Ruler>>, headers: HeaderMap, RawQuery(q):
     let all = |k: &str| -> Vec<String> { ps.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect() };
     let typ = ps.iter().find(|(k, _)| k == "type").map(|(_, v)| v.to_lowercase()).unwrap_or_default();
     if !typ.is_empty() && typ != "alert" && typ != "record" {
+        ruler.count_rejected();
         return json_err(StatusCode::BAD_REQUEST, "bad_data", &format!("not supported value {typ:?}"));
     }
     let (names, groups_f, files) = (all("rule_name[]"), all("rule_group[]"), all("file[]"));
@@ -309,9 +310,13 @@ async fn post_group(
     let tenant = tenant_of(&headers, &ruler.settings().default_tenant);
     let group = match parse_single_group(&ns, &body, ruler.default_interval()) {
         Ok(g) => g,
-        Err(e) => return error_response(&RulerError::Invalid(e)),
+        Err(e) => {
+            ruler.count_rejected();
+            return error_response(&RulerError::Invalid(e));
+        }
     };
     if group.name.is_empty() {
+        ruler.count_rejected();
         return error_response(&RulerError::BadRequest("invalid rule group: Groupname must not be empty".into()));
     }
     let mut groups = match ruler.store().get(&tenant, &ns).await {

@@ -129,6 +129,7 @@ pub(crate) struct Metrics {
     pub(crate) errors: Family<Vec<(String, String)>, Counter>,
     pub(crate) dropped: Counter,
     pub(crate) queue_length: Gauge<i64, AtomicI64>,
+    pub(crate) api_rejected: Counter,
 }
 
 impl Metrics {
@@ -143,6 +144,7 @@ impl Metrics {
             errors: Family::default(),
             dropped: Counter::default(),
             queue_length: Gauge::default(),
+            api_rejected: Counter::default(),
         };
         t.register("strata_rule_evaluations", "Rule evaluations.", m.evaluations.clone());
         t.register("strata_rule_evaluation_failures", "Rule evaluations that failed.", m.failures.clone());
@@ -161,6 +163,11 @@ impl Metrics {
             m.dropped.clone(),
         );
         t.register("strata_notifications_queue_length", "Alerts waiting to be sent.", m.queue_length.clone());
+        t.register(
+            "strata_ruler_api_rejected_requests",
+            "Rules API requests refused as invalid (400).",
+            m.api_rejected.clone(),
+        );
         m
     }
 }
@@ -182,6 +189,9 @@ impl Shared {
         Arc::clone(&self.config.read().unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }
+
+/// How often the ruler re-reads its sources on its own.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Identifies a group: tenant, file (or API namespace), name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -276,6 +286,11 @@ impl Ruler {
         &self.shared.settings
     }
 
+    /// Counts a rules API request refused as invalid.
+    pub(crate) fn count_rejected(&self) {
+        self.shared.metrics.api_rejected.inc();
+    }
+
     /// The API store.
     pub fn store(&self) -> &RuleStore {
         &self.store
@@ -362,17 +377,28 @@ impl Ruler {
         running.iter().filter(|(k, _)| k.tenant == tenant).map(|(_, r)| Arc::clone(&r.group)).collect()
     }
 
-    /// Runs the ruler until `stop`: starts every group and the notifier;
-    /// on stop, stops the groups and sends what is queued.
+    /// Runs the ruler until `stop`: starts every group and the notifier,
+    /// re-reads the sources every [`RESYNC_INTERVAL`] (so groups another
+    /// process stored are picked up, and a failed start is retried); on
+    /// stop, stops the groups and sends what is queued.
     pub async fn run(self: Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         if let Err(e) = self.sync().await {
-            tracing::error!(error = %e, "starting rule groups failed");
+            tracing::error!(error = %e, "starting rule groups failed; retrying");
         }
         let notifier = tokio::spawn(Arc::clone(&self.shared.notifier).run(stop.clone()));
         let mut stop = stop;
         while !*stop.borrow() {
-            if stop.changed().await.is_err() {
-                break;
+            tokio::select! {
+                changed = stop.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                () = tokio::time::sleep(RESYNC_INTERVAL) => {
+                    if let Err(e) = self.sync().await {
+                        tracing::warn!(error = %e, "re-reading rule groups failed");
+                    }
+                }
             }
         }
         let mut running = self.running.lock().await;

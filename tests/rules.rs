@@ -576,6 +576,8 @@ async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
     annotations:
       summary: '{{ $labels.series }} is {{ $value | humanize }}'
       total: '{{ with query "sum(test_value)" }}{{ . | first | value | printf "%.1f" }}{{ end }}'
+      funcs: '{{ humanizeTimestamp 1435065584.128 }}|{{ humanizePercentage 0.1234567 }}|{{ reReplaceAll "(.*):(.*)" "${2}-$1" $labels.instance }}|{{ $labels.instance | stripPort }}|{{ toUpper "abc" }}|{{ match "^b" $labels.series }}|{{ with args 1 "x" }}{{ .arg0 }}{{ .arg1 }}{{ end }}|{{ safeHtml "<b>" }}|{{ range query "test_value" | sortByLabel "series" }}{{ label "series" . }}={{ value . }},{{ end }}|{{ humanize 1234567.0 }}|{{ humanize 0.000012 }}|{{ humanize1024 1073741824.0 }}|{{ humanizeDuration 3725.5 }}|{{ humanizeDuration 0.0025 }}'
+      fmt: '{{ printf "%08.3f %-5s| %x %q %t %5d" 3.14159 "ab" 255 "q" true 42 }}|{{ len $labels }}|{{ index $labels "series" }}|{{ title "hello wORLD" }}|{{ toLower "ÀB" }}|{{ tableLink "up == 1" }}|{{ graphLink "rate(x[5m])" }}|{{ 1.5e10 }}|{{ 0.000001 }}|{{ 123456789.0 }}|{{ print 1 2 "a" "b" 3.5 }}|{{ $value | printf "%.3e" }}|{{ range $k, $v := $labels }}{{ $k }}:{{ $v }};{{ end }}|{{ if and (eq $labels.series "b") (ge $value 5.0) }}yes{{ else }}no{{ end }}|{{ $labels }}'
   - alert: ValueAny
     expr: test_value > 0
     labels:
@@ -625,6 +627,11 @@ async fn same_alerts_and_recorded_series_as_prometheus() -> Result<()> {
         ),
     };
     ensure!(phase1.len() == 3, "{phase1:?}");
+    ensure!(
+        phase1.iter().any(|s| s.contains("\"funcs\":\"2015-06-23 13:19:44.128 +0000 UTC|12.35%|")
+            && s.contains("\"fmt\":\"0003.142 ab   | ff")),
+        "{phase1:?}"
+    );
     ensure!(
         phase1.iter().any(|s| s.contains("\"summary\":\"b is 5\"") && s.contains("\"total\":\"6.0\"")),
         "{phase1:?}"

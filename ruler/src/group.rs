@@ -152,16 +152,16 @@ impl Group {
     }
 
     /// Takes over the state of `old` for rules that are the same (by name,
-    /// expression and kind), as Prometheus' `CopyState` does on reload.
+    /// labels and kind), as Prometheus' `CopyState` does on reload.
     pub fn copy_state_from(&self, old: &Group) {
         let old_state = lock(&old.state).clone();
         let mut st = lock(&self.state);
         let mut used = HashSet::new();
         for (i, r) in self.def.rules.iter().enumerate() {
-            let found =
-                old.def.rules.iter().enumerate().position(|(j, o)| {
-                    !used.contains(&j) && o.name == r.name && o.expr == r.expr && o.labels == r.labels
-                });
+            // Prometheus matches rules by name and labels (not expression).
+            let found = old.def.rules.iter().enumerate().position(|(j, o)| {
+                !used.contains(&j) && o.name == r.name && o.labels == r.labels && o.is_alerting() == r.is_alerting()
+            });
             if let Some(j) = found {
                 used.insert(j);
                 if let Some(s) = old_state.rules.get(j) {
@@ -756,6 +756,23 @@ mod tests {
         // Evaluated at 10 s - 5 s: sees the sample at 5 s, written at 5 s.
         assert_eq!(series(&store, "y", 5_000).await, vec![(labels(&[("__name__", "y")]), 7.0)]);
         assert!(series(&store, "y", 10_000).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn reload_keeps_alert_state_of_the_same_rule() {
+        let store = Arc::new(MemStore::new());
+        store.add("t", labels(&[("__name__", "x")]), (0..=20).map(|s| Sample::new(s * 1000, 1.0)));
+        let sh = shared(&store, RulerSettings::default());
+        let old = group("groups:\n- name: g\n  rules:\n  - alert: X\n    expr: x > 0\n    for: 5s\n", false);
+        eval_group(&sh, &old, 10_000).await;
+        let new = group(
+            "groups:\n- name: g\n  rules:\n  - record: r\n    expr: x\n  - alert: X\n    expr: x >= 1\n    for: 5s\n",
+            false,
+        );
+        new.copy_state_from(&old);
+        let st = lock(&new.state);
+        assert!(st.rules[0].active.is_empty());
+        assert_eq!(st.rules[1].active.values().next().map(|a| a.active_at), Some(10_000));
     }
 
     #[test]

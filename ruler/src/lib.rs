@@ -24,7 +24,7 @@ pub mod rulefile;
 pub mod store;
 pub mod template;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -36,7 +36,7 @@ use strata_common::{Clock, Telemetry};
 use strata_model::{Append, Select};
 use strata_promql::Engine;
 
-use crate::group::{Group, lock, mark_stale, run_group};
+use crate::group::{Group, mark_stale, run_group};
 use crate::notifier::{AlertingConfig, Notifier, NotifierConfig};
 use crate::rulefile::{RuleGroup, parse_single_group};
 use crate::store::RuleStore;
@@ -413,20 +413,6 @@ impl Ruler {
     pub(crate) fn default_interval(&self) -> Duration {
         self.shared.config().evaluation_interval
     }
-}
-
-/// Counts alerts by state, for tests and status pages.
-pub fn count_states(groups: &[Arc<Group>]) -> HashMap<&'static str, usize> {
-    let mut out = HashMap::new();
-    for g in groups {
-        let st = lock(&g.state);
-        for r in &st.rules {
-            for a in r.active.values() {
-                *out.entry(a.state.as_str()).or_default() += 1;
-            }
-        }
-    }
-    out
 }
 
 #[cfg(test)]

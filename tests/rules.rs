@@ -760,3 +760,43 @@ async fn sighup_reloads_rule_files_and_keeps_them_when_invalid() -> Result<()> {
     ensure!(log.contains("rules.yml:5:11:") && log.contains("could not parse expression"), "{log}");
     Ok(())
 }
+
+#[test]
+fn rule_file_errors_match_promtool() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("bad.yml");
+    std::fs::write(
+        &rules,
+        "groups:\n- name: g\n  rules:\n  - record: \"bad name\"\n    expr: sum(up)\n  - alert: A\n    expr: up\n    labels: {\"bad-label\": y}\n    annotations: {s: \"{{ nosuch }}\", t: \"{{ if 1 }}\"}\n  - expr: up\n  - record: x\n    expr: up\n    for: 5m\n    labels: {\"__name__\": y}\n- name: g\n  rules: []\n",
+    )?;
+    let out = Command::new("promtool").args(["check", "rules"]).arg(&rules).output().context("promtool")?;
+    let promtool = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(&config, "rule_files: [bad.yml]\n")?;
+    let out = Command::new(strata_bin())
+        .args(["standalone", &format!("--config.file={}", config.display()), "--web.listen-address=127.0.0.1:0"])
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .output()?;
+    ensure!(!out.status.success(), "an invalid rule file must stop the start");
+    let ours = String::from_utf8_lossy(&out.stderr).to_string();
+    let prefix = format!("{}: ", rules.display());
+    let mut compared = 0;
+    for line in promtool.lines().filter_map(|l| l.strip_prefix(&prefix)) {
+        // promtool prints `line:col: message`, or only the message (or 0:0) where it has no position;
+        // Strata always gives the rule's position.
+        let (loc, msg) = match line.split_once(": ") {
+            Some((loc, msg)) if loc.split(':').all(|n| n.bytes().all(|b| b.is_ascii_digit())) => (Some(loc), msg),
+            _ => (None, line),
+        };
+        match loc {
+            Some(loc) if loc != "0:0" => {
+                ensure!(ours.contains(&format!("bad.yml:{loc}: {msg}")), "missing {line:?} in:\n{ours}")
+            }
+            _ => ensure!(ours.contains(msg), "missing {msg:?} in:\n{ours}"),
+        }
+        compared += 1;
+    }
+    ensure!(compared == 8, "promtool said:\n{promtool}");
+    ensure!(ours.matches("bad.yml:").count() == compared, "{ours}");
+    Ok(())
+}

@@ -191,7 +191,7 @@ pub fn parse_rule_file(file: &str, text: &str, default_interval: Duration) -> Re
     let mut groups = Vec::new();
     for g in &raw.groups {
         if !seen.insert(g.value.name.value.clone()) {
-            let (line, column) = at(&g.value.name);
+            let (line, column) = at(g);
             problems.push(RuleProblem {
                 line,
                 column,
@@ -283,11 +283,12 @@ pub fn validate_group(
             if !raw.annotations.is_empty() {
                 push(at(rec), "invalid field 'annotations' in recording rule".into());
             }
-            if let Some(f) = &raw.for_ {
-                push(at(f), "invalid field 'for' in recording rule".into());
+            // promtool points at the record name for these.
+            if raw.for_.is_some() {
+                push(at(rec), "invalid field 'for' in recording rule".into());
             }
-            if let Some(f) = &raw.keep_firing_for {
-                push(at(f), "invalid field 'keep_firing_for' in recording rule".into());
+            if raw.keep_firing_for.is_some() {
+                push(at(rec), "invalid field 'keep_firing_for' in recording rule".into());
             }
             if !is_valid_metric_name(&rec.value) {
                 push(at(rec), format!("invalid recording rule name: {}", rec.value));
@@ -498,7 +499,7 @@ mod tests {
             "{msg}"
         );
         assert!(msg.contains("group \"g\", rule 3, \"\": one of 'record' or 'alert' must be set"), "{msg}");
-        assert!(msg.contains("r.yml:10:9: groupname: \"g\" is repeated in the same file"), "{msg}");
+        assert!(msg.contains("r.yml:10:3: groupname: \"g\" is repeated in the same file"), "{msg}");
         assert_eq!(err.problems.len(), 5, "{msg}");
     }
 

@@ -406,12 +406,12 @@ impl<'a> Parser<'a> {
     fn parse_control(&mut self, kind: &str, pipe: Pipe, line: usize) -> Result<Node, TemplateError> {
         let (body, stop) = self.parse_list()?;
         let els = match stop {
-            Stop::Eof => return Err(self.err(format!("unexpected EOF in {kind}"))),
+            Stop::Eof => return Err(self.err("unexpected EOF")),
             Stop::End => Vec::new(),
             Stop::Else(None) => {
                 let (els, stop) = self.parse_list()?;
                 if !matches!(stop, Stop::End) {
-                    return Err(self.err(format!("expected end in {kind}")));
+                    return Err(self.err("unexpected EOF"));
                 }
                 els
             }

@@ -800,3 +800,74 @@ fn rule_file_errors_match_promtool() -> Result<()> {
     ensure!(ours.matches("bad.yml:").count() == compared, "{ours}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alertmanager_gets_the_same_alerts_from_strata_and_prometheus() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let value = Arc::new(AtomicU64::new(2f64.to_bits()));
+    let page = condition_page(Arc::clone(&value))?;
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n- name: am\n  interval: 1s\n  rules:\n  - alert: Cond\n    expr: test_condition > 1\n    for: 2s\n    labels: {severity: page}\n    annotations: {summary: '{{ $labels.kind }} at {{ $value }}'}\n",
+    )?;
+    let mut ams = Vec::new();
+    for name in ["am-strata", "am-prom"] {
+        let d = dir.path().join(name);
+        std::fs::create_dir_all(&d)?;
+        let port = free_port();
+        ams.push((start_alertmanager(&d, port)?, port));
+    }
+    let config = |am_port: u16| {
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  external_labels: {{cluster: eu1, replica: r1}}\nrule_files: ['alerts.yml']\nalerting:\n  alert_relabel_configs:\n  - {{action: labeldrop, regex: replica}}\n  alertmanagers:\n  - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\nscrape_configs:\n- job_name: cond\n  static_configs: [{{targets: ['{}']}}]\n",
+            page.address()
+        )
+    };
+    let (sconf, pconf) = (dir.path().join("strata.yml"), dir.path().join("prometheus.yml"));
+    std::fs::write(&sconf, config(ams[0].1))?;
+    std::fs::write(&pconf, config(ams[1].1))?;
+    let (sport, pport) = (free_port(), free_port());
+    let _strata = start_strata(&sconf, &dir.path().join("s-data"), sport, &dir.path().join("strata.log"), &[])?;
+    let _prom = start_prometheus(&pconf, &dir.path().join("p-data"), pport, &dir.path().join("prometheus.log"))?;
+    let http = reqwest::Client::new();
+    // What each Alertmanager holds: labels, annotations, state, and endsAt - startsAt.
+    let view = |port: u16| {
+        let http = http.clone();
+        async move {
+            let mut v: Vec<(String, String, String, f64)> = am_alerts(&http, port)
+                .await
+                .iter()
+                .map(|a| {
+                    let span = unix_secs(a["endsAt"].as_str().unwrap_or_default()).unwrap_or(0.0)
+                        - unix_secs(a["startsAt"].as_str().unwrap_or_default()).unwrap_or(0.0);
+                    (a["labels"].to_string(), a["annotations"].to_string(), a["status"]["state"].to_string(), span)
+                })
+                .collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        }
+    };
+    let (s, p) = eventually("both Alertmanagers to hold the alert", Duration::from_secs(40), || async {
+        let (s, p) = (view(ams[0].1).await, view(ams[1].1).await);
+        (!s.is_empty() && !p.is_empty()).then_some((s, p))
+    })
+    .await?;
+    ensure!(s.len() == 1 && p.len() == 1, "{s:?} vs {p:?}");
+    ensure!(s[0].0 == p[0].0, "labels {} vs Prometheus {}", s[0].0, p[0].0);
+    ensure!(s[0].1 == p[0].1, "annotations {} vs Prometheus {}", s[0].1, p[0].1);
+    ensure!(s[0].2 == p[0].2, "state {} vs Prometheus {}", s[0].2, p[0].2);
+    // endsAt - startsAt: 4 × resend delay (1m) after the first send, within evaluation timing.
+    ensure!((s[0].3 - p[0].3).abs() < 3.0 && (s[0].3 - 240.0).abs() < 3.0, "span {} vs Prometheus {}", s[0].3, p[0].3);
+    ensure!(s[0].0.contains("\"cluster\":\"eu1\"") && !s[0].0.contains("replica"), "{}", s[0].0);
+
+    value.store(0f64.to_bits(), Ordering::SeqCst);
+    eventually("both to resolve", Duration::from_secs(20), || async {
+        let now = now_secs();
+        let resolved = |alerts: Vec<Value>| {
+            alerts.iter().all(|a| unix_secs(a["endsAt"].as_str().unwrap_or_default()).is_some_and(|e| e <= now))
+        };
+        (resolved(am_alerts(&http, ams[0].1).await) && resolved(am_alerts(&http, ams[1].1).await)).then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -10,6 +10,8 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Alertmanager 0.25: where the ruler's alerts go (tests/rules.rs).
 command -v prometheus-alertmanager >/dev/null 2>&1 || need+=(prometheus-alertmanager)
+# openssl: certificates for the https Alertmanager test.
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # NATS with JetStream: the distributed ingest log.
 command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || need+=(nats-server)
 

@@ -871,3 +871,102 @@ async fn alertmanager_gets_the_same_alerts_from_strata_and_prometheus() -> Resul
     .await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_reach_an_https_alertmanager() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    // A CA, and a server certificate it signs for 127.0.0.1 (not for "localhost").
+    let (ca, ca_key, csr) = (dir.path().join("ca.pem"), dir.path().join("ca-key.pem"), dir.path().join("srv.csr"));
+    let ext = dir.path().join("ext.cnf");
+    std::fs::write(&ext, "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n")?;
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+    let p = |p: &Path| p.display().to_string();
+    for args in [
+        [
+            &["req", "-x509"][..],
+            &ec[..],
+            &["-days", "1", "-subj", "/CN=test-ca", "-keyout", &p(&ca_key), "-out", &p(&ca)],
+        ]
+        .concat(),
+        [&["req"][..], &ec[..], &["-subj", "/CN=127.0.0.1", "-keyout", &p(&key), "-out", &p(&csr)]].concat(),
+        vec![
+            "x509",
+            "-req",
+            "-in",
+            &p(&csr),
+            "-CA",
+            &p(&ca),
+            "-CAkey",
+            &p(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            &p(&ext),
+            "-out",
+            &p(&cert),
+        ],
+    ] {
+        let status = Command::new("openssl")
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .context("openssl")?;
+        ensure!(status.success(), "openssl {args:?} failed");
+    }
+    let am_dir = dir.path().join("am");
+    std::fs::create_dir_all(&am_dir)?;
+    let web = am_dir.join("web.yml");
+    std::fs::write(
+        &web,
+        format!("tls_server_config:\n  cert_file: {}\n  key_file: {}\n", cert.display(), key.display()),
+    )?;
+    let am_port = free_port();
+    let am_config = am_dir.join("alertmanager.yml");
+    std::fs::write(&am_config, "route:\n  receiver: 'null'\nreceivers:\n- name: 'null'\n")?;
+    let _am = Proc::spawn(
+        "prometheus-alertmanager",
+        Command::new("prometheus-alertmanager").args([
+            &format!("--config.file={}", am_config.display()),
+            &format!("--storage.path={}", am_dir.display()),
+            &format!("--web.listen-address=127.0.0.1:{am_port}"),
+            &format!("--web.config.file={}", web.display()),
+            "--cluster.listen-address=",
+        ]),
+        &am_dir.join("alertmanager.log"),
+    )?;
+    std::fs::write(
+        dir.path().join("alerts.yml"),
+        "groups:\n- name: tls\n  interval: 1s\n  rules:\n  - alert: Always\n    expr: vector(1) > 0\n",
+    )?;
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "rule_files: [alerts.yml]\nalerting:\n  alertmanagers:\n  - scheme: https\n    tls_config: {{ca_file: {}}}\n    static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\n  - scheme: https\n    static_configs: [{{targets: ['localhost:{am_port}']}}]\n",
+            ca.display()
+        ),
+    )?;
+    let port = free_port();
+    let _strata = start_strata(&config, &dir.path().join("data"), port, &dir.path().join("strata.log"), &[])?;
+    let api = Api::new(port);
+    eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    let good =
+        format!("strata_notifications_sent_total{{alertmanager=\"https://127.0.0.1:{am_port}/api/v2/alerts\"}} 1");
+    let bad =
+        format!("strata_notifications_errors_total{{alertmanager=\"https://localhost:{am_port}/api/v2/alerts\"}} 1");
+    let waited = eventually("a TLS send and a refused certificate", Duration::from_secs(30), || async {
+        let text = api.get_text("/metrics", &[]).await.ok()?.1;
+        (text.contains(&good) && text.contains(&bad)).then_some(())
+    })
+    .await;
+    if let Err(e) = waited {
+        let text = api.get_text("/metrics", &[]).await?.1;
+        let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("strata_notifications")).collect();
+        let log = std::fs::read_to_string(dir.path().join("strata.log")).unwrap_or_default();
+        anyhow::bail!("{e}\n{}\n{log}", lines.join("\n"));
+    }
+    Ok(())
+}

@@ -19,7 +19,7 @@ pub mod relabel;
 pub mod scrape;
 pub mod status;
 pub mod target;
-mod tls;
+pub mod tls;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -116,7 +116,7 @@ impl ServerCertVerifier for NoVerifier {
 
 /// Sends `req` (an `https` URL) over a new TLS connection and returns the
 /// response, its body still streaming.
-pub(crate) async fn send(tls: &TlsConfig, req: reqwest::Request) -> Result<reqwest::Response, String> {
+pub async fn send(tls: &TlsConfig, req: reqwest::Request) -> Result<reqwest::Response, String> {
     let url = req.url().clone();
     let host = url.host_str().ok_or("no host in URL")?.trim_start_matches('[').trim_end_matches(']').to_owned();
     let port = url.port_or_known_default().unwrap_or(443);

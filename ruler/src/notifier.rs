@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use strata_collector::config::{Problem, RawAuthorization, RawBasicAuth, ScrapeAuth, Secret, StaticConfig};
+use strata_collector::config::{
+    Problem, RawAuthorization, RawBasicAuth, RawTlsConfig, ScrapeAuth, Secret, StaticConfig, TlsConfig, TlsVersion,
+};
 use strata_collector::relabel::{RawRelabelConfig, RelabelConfig, process_builder};
 use strata_common::PromDuration;
 use strata_model::{Labels, LabelsBuilder};
@@ -54,6 +56,8 @@ pub struct RawAlertmanagerConfig {
     pub basic_auth: Option<Spanned<RawBasicAuth>>,
     /// `Authorization` header.
     pub authorization: Option<Spanned<RawAuthorization>>,
+    /// TLS settings of `scheme: https`.
+    pub tls_config: Option<Spanned<RawTlsConfig>>,
     /// Relabeling of the Alertmanager targets (`__address__`, `__scheme__`, `__alerts_path__`).
     #[serde(default)]
     pub relabel_configs: Vec<Spanned<RawRelabelConfig>>,
@@ -68,6 +72,8 @@ pub struct AlertmanagerTarget {
     pub timeout: Duration,
     /// Credentials.
     pub auth: ScrapeAuth,
+    /// TLS settings (for `https`).
+    pub tls: TlsConfig,
 }
 
 /// The validated `alerting` section.
@@ -147,6 +153,7 @@ impl RawAlertingConfig {
                 }
                 (None, None) => ScrapeAuth::None,
             };
+            let tls = validate_tls(c.tls_config.as_ref(), problems);
             let prefix = c.path_prefix.clone().unwrap_or_default();
             let alerts_path = format!("{}/api/{version}/alerts", prefix.trim_end_matches('/'));
             for sc in &c.static_configs {
@@ -172,11 +179,44 @@ impl RawAlertingConfig {
                         addr,
                         l.get("__alerts_path__").unwrap_or("/api/v2/alerts")
                     );
-                    targets.push(AlertmanagerTarget { url, timeout, auth: auth.clone() });
+                    targets.push(AlertmanagerTarget { url, timeout, auth: auth.clone(), tls: tls.clone() });
                 }
             }
         }
         AlertingConfig { relabel, targets }
+    }
+}
+
+/// `tls_config` as Prometheus' `TLSConfig.Validate` checks it.
+fn validate_tls(raw: Option<&Spanned<RawTlsConfig>>, problems: &mut Vec<Problem>) -> TlsConfig {
+    let Some(t) = raw else { return TlsConfig::default() };
+    let mut push = |s: &Spanned<String>, m: &str| {
+        problems.push(Problem { line: s.referenced.line(), column: s.referenced.column(), message: m.to_owned() });
+    };
+    let r = &t.value;
+    if let (Some(c), None) = (&r.cert_file, &r.key_file) {
+        push(c, "exactly one of key or key_file must be configured when a client certificate is configured");
+    }
+    if let (None, Some(k)) = (&r.cert_file, &r.key_file) {
+        push(k, "exactly one of cert or cert_file must be configured when a client key is configured");
+    }
+    let min_version = match r.min_version.as_ref() {
+        None => None,
+        Some(v) if v.value == "TLS12" => Some(TlsVersion::Tls12),
+        Some(v) if v.value == "TLS13" => Some(TlsVersion::Tls13),
+        Some(v) => {
+            push(v, &format!("unsupported TLS version {}: use TLS12 or TLS13", v.value));
+            None
+        }
+    };
+    let path = |f: &Option<Spanned<String>>| f.as_ref().map_or_else(String::new, |s| s.value.clone());
+    TlsConfig {
+        ca_file: path(&r.ca_file),
+        cert_file: path(&r.cert_file),
+        key_file: path(&r.key_file),
+        server_name: r.server_name.clone().unwrap_or_default(),
+        insecure_skip_verify: r.insecure_skip_verify,
+        min_version,
     }
 }
 
@@ -384,7 +424,15 @@ impl Notifier {
                 req = req.header("Authorization", format!("{kind} {c}"));
             }
         }
-        let resp = req.send().await.map_err(|e| e.to_string())?;
+        let resp = if t.url.starts_with("https://") {
+            // TLS goes through the collector's rustls client (ring backend, `tls_config`).
+            let req = req.build().map_err(|e| e.to_string())?;
+            tokio::time::timeout(t.timeout, strata_collector::tls::send(&t.tls, req))
+                .await
+                .map_err(|_| "context deadline exceeded".to_owned())??
+        } else {
+            req.send().await.map_err(|e| e.to_string())?
+        };
         let status = resp.status();
         if !status.is_success() {
             return Err(format!("bad response status {status}"));

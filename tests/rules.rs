@@ -224,6 +224,14 @@ async fn alert_goes_pending_fires_reaches_alertmanager_and_resolves() -> Result<
     .await?;
     let metrics = api.get_text("/metrics", &[]).await?.1;
     ensure!(metrics.contains("strata_notifications_sent_total{alertmanager="), "{metrics}");
+    for m in [
+        "strata_rule_group_rules{rule_group=",
+        "strata_rule_evaluations_total{rule_group=",
+        "strata_rule_group_last_evaluation_timestamp_seconds{rule_group=",
+        "strata_notifications_alertmanagers_discovered 1",
+    ] {
+        ensure!(metrics.contains(m), "no {m} in {metrics}");
+    }
     Ok(())
 }
 

@@ -281,6 +281,9 @@ pub(crate) async fn eval_group(shared: &Shared, group: &Group, ts: i64) {
         st.eval_seconds = started.elapsed().as_secs_f64();
         st.last_eval_ms = started_ms;
     }
+    let labels = group_labels(group);
+    shared.metrics.last_samples.get_or_create(&labels).set(batch.sample_count() as i64);
+    shared.metrics.last_eval_ts.get_or_create(&labels).set(started_ms as f64 / 1000.0);
     if !batch.is_empty()
         && let Err(e) = shared.append.append(batch).await
     {

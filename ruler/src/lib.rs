@@ -125,6 +125,11 @@ pub(crate) struct Metrics {
     pub(crate) missed: Family<Vec<(String, String)>, Counter>,
     pub(crate) write_failures: Family<Vec<(String, String)>, Counter>,
     pub(crate) last_duration: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub(crate) last_eval_ts: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub(crate) last_samples: Family<Vec<(String, String)>, Gauge<i64, AtomicI64>>,
+    pub(crate) interval: Family<Vec<(String, String)>, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub(crate) rules: Family<Vec<(String, String)>, Gauge<i64, AtomicI64>>,
+    pub(crate) alertmanagers: Gauge<i64, AtomicI64>,
     pub(crate) sent: Family<Vec<(String, String)>, Counter>,
     pub(crate) errors: Family<Vec<(String, String)>, Counter>,
     pub(crate) dropped: Counter,
@@ -140,6 +145,11 @@ impl Metrics {
             missed: Family::default(),
             write_failures: Family::default(),
             last_duration: Family::default(),
+            last_eval_ts: Family::default(),
+            last_samples: Family::default(),
+            interval: Family::default(),
+            rules: Family::default(),
+            alertmanagers: Gauge::default(),
             sent: Family::default(),
             errors: Family::default(),
             dropped: Counter::default(),
@@ -154,6 +164,23 @@ impl Metrics {
             "strata_rule_group_last_duration_seconds",
             "Duration of the last evaluation of a group.",
             m.last_duration.clone(),
+        );
+        t.register(
+            "strata_rule_group_last_evaluation_timestamp_seconds",
+            "When a group was last evaluated.",
+            m.last_eval_ts.clone(),
+        );
+        t.register(
+            "strata_rule_group_last_evaluation_samples",
+            "Samples a group wrote at its last evaluation.",
+            m.last_samples.clone(),
+        );
+        t.register("strata_rule_group_interval_seconds", "A group's evaluation interval.", m.interval.clone());
+        t.register("strata_rule_group_rules", "Rules in a group.", m.rules.clone());
+        t.register(
+            "strata_notifications_alertmanagers_discovered",
+            "Alertmanagers alerts are sent to.",
+            m.alertmanagers.clone(),
         );
         t.register("strata_notifications_sent", "Alerts sent to an Alertmanager.", m.sent.clone());
         t.register("strata_notifications_errors", "Alerts that failed to reach an Alertmanager.", m.errors.clone());
@@ -246,6 +273,7 @@ impl Ruler {
     /// A ruler with `config`; nothing runs until [`Ruler::run`].
     pub fn new(deps: RulerDeps, settings: RulerSettings, config: RulerConfig) -> Arc<Self> {
         let metrics = Arc::new(Metrics::register(&deps.telemetry));
+        metrics.alertmanagers.set(config.alerting.targets.len() as i64);
         let notifier = Arc::new(Notifier::new(
             NotifierConfig { alerting: config.alerting.clone(), external_labels: config.external_labels.clone() },
             settings.queue_capacity,
@@ -298,6 +326,7 @@ impl Ruler {
 
     /// Replaces the config (rule files, alerting) and applies it.
     pub async fn reload(&self, config: RulerConfig) -> Result<(), RulerError> {
+        self.shared.metrics.alertmanagers.set(config.alerting.targets.len() as i64);
         self.shared.notifier.set_config(NotifierConfig {
             alerting: config.alerting.clone(),
             external_labels: config.external_labels.clone(),
@@ -350,6 +379,13 @@ impl Ruler {
                 let _ = r.stop.send(true);
                 let _ = r.task.await;
                 mark_stale(&self.shared, &r.group, self.shared.clock.now_ms()).await;
+                let l = group::group_labels(&r.group);
+                let m = &self.shared.metrics;
+                m.last_duration.remove(&l);
+                m.last_eval_ts.remove(&l);
+                m.last_samples.remove(&l);
+                m.interval.remove(&l);
+                m.rules.remove(&l);
             }
         }
         for (k, def) in desired {
@@ -364,6 +400,9 @@ impl Ruler {
                 let _ = old.task.await;
                 group.copy_state_from(&old.group);
             }
+            let l = group::group_labels(&group);
+            self.shared.metrics.interval.get_or_create(&l).set(group.def.interval.as_secs_f64());
+            self.shared.metrics.rules.get_or_create(&l).set(group.def.rules.len() as i64);
             let (tx, rx) = tokio::sync::watch::channel(false);
             let task = tokio::spawn(run_group(Arc::clone(&self.shared), Arc::clone(&group), restore, rx));
             running.insert(k, Running { group, stop: tx, task });

@@ -82,6 +82,7 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     for job in &mut config.scrape_jobs {
         job.resolve_paths(dir);
     }
+    config.ruler.alerting.resolve_paths(dir);
     Ok(config)
 }
 

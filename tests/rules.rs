@@ -825,19 +825,29 @@ async fn alertmanager_gets_the_same_alerts_from_strata_and_prometheus() -> Resul
         let port = free_port();
         ams.push((start_alertmanager(&d, port)?, port));
     }
-    let config = |am_port: u16| {
+    let http = reqwest::Client::new();
+    for (_, port) in &ams {
+        eventually("alertmanager ready", Duration::from_secs(30), || async {
+            let r = http.get(format!("http://127.0.0.1:{port}/-/ready")).send().await.ok()?;
+            r.status().is_success().then_some(())
+        })
+        .await?;
+    }
+    // Both find their Alertmanager through file discovery (a path relative to the config file).
+    let config = |who: &str| {
         format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  external_labels: {{cluster: eu1, replica: r1}}\nrule_files: ['alerts.yml']\nalerting:\n  alert_relabel_configs:\n  - {{action: labeldrop, regex: replica}}\n  alertmanagers:\n  - static_configs: [{{targets: ['127.0.0.1:{am_port}']}}]\nscrape_configs:\n- job_name: cond\n  static_configs: [{{targets: ['{}']}}]\n",
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n  external_labels: {{cluster: eu1, replica: r1}}\nrule_files: ['alerts.yml']\nalerting:\n  alert_relabel_configs:\n  - {{action: labeldrop, regex: replica}}\n  alertmanagers:\n  - file_sd_configs: [{{files: ['{who}-am.yml']}}]\nscrape_configs:\n- job_name: cond\n  static_configs: [{{targets: ['{}']}}]\n",
             page.address()
         )
     };
     let (sconf, pconf) = (dir.path().join("strata.yml"), dir.path().join("prometheus.yml"));
-    std::fs::write(&sconf, config(ams[0].1))?;
-    std::fs::write(&pconf, config(ams[1].1))?;
+    std::fs::write(&sconf, config("strata"))?;
+    std::fs::write(&pconf, config("prom"))?;
+    std::fs::write(dir.path().join("strata-am.yml"), format!("- targets: ['127.0.0.1:{}']\n", ams[0].1))?;
+    std::fs::write(dir.path().join("prom-am.yml"), format!("- targets: ['127.0.0.1:{}']\n", ams[1].1))?;
     let (sport, pport) = (free_port(), free_port());
     let _strata = start_strata(&sconf, &dir.path().join("s-data"), sport, &dir.path().join("strata.log"), &[])?;
     let _prom = start_prometheus(&pconf, &dir.path().join("p-data"), pport, &dir.path().join("prometheus.log"))?;
-    let http = reqwest::Client::new();
     // What each Alertmanager holds: labels, annotations, state, and endsAt - startsAt.
     let view = |port: u16| {
         let http = http.clone();
@@ -958,13 +968,20 @@ async fn alerts_reach_an_https_alertmanager() -> Result<()> {
         ),
     )?;
     let port = free_port();
-    let _strata = start_strata(&config, &dir.path().join("data"), port, &dir.path().join("strata.log"), &[])?;
+    let _strata = start_strata(
+        &config,
+        &dir.path().join("data"),
+        port,
+        &dir.path().join("strata.log"),
+        &["--rules.alert.resend-delay=1s"],
+    )?;
     let api = Api::new(port);
     eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    // Sent at every evaluation (resend delay 1s), so Alertmanager's start-up does not matter.
     let good =
-        format!("strata_notifications_sent_total{{alertmanager=\"https://127.0.0.1:{am_port}/api/v2/alerts\"}} 1");
+        format!("strata_notifications_sent_total{{alertmanager=\"https://127.0.0.1:{am_port}/api/v2/alerts\"}} ");
     let bad =
-        format!("strata_notifications_errors_total{{alertmanager=\"https://localhost:{am_port}/api/v2/alerts\"}} 1");
+        format!("strata_notifications_errors_total{{alertmanager=\"https://localhost:{am_port}/api/v2/alerts\"}} ");
     let waited = eventually("a TLS send and a refused certificate", Duration::from_secs(30), || async {
         let text = api.get_text("/metrics", &[]).await.ok()?.1;
         (text.contains(&good) && text.contains(&bad)).then_some(())

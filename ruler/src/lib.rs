@@ -273,7 +273,6 @@ impl Ruler {
     /// A ruler with `config`; nothing runs until [`Ruler::run`].
     pub fn new(deps: RulerDeps, settings: RulerSettings, config: RulerConfig) -> Arc<Self> {
         let metrics = Arc::new(Metrics::register(&deps.telemetry));
-        metrics.alertmanagers.set(config.alerting.targets.len() as i64);
         let notifier = Arc::new(Notifier::new(
             NotifierConfig { alerting: config.alerting.clone(), external_labels: config.external_labels.clone() },
             settings.queue_capacity,
@@ -326,7 +325,6 @@ impl Ruler {
 
     /// Replaces the config (rule files, alerting) and applies it.
     pub async fn reload(&self, config: RulerConfig) -> Result<(), RulerError> {
-        self.shared.metrics.alertmanagers.set(config.alerting.targets.len() as i64);
         self.shared.notifier.set_config(NotifierConfig {
             alerting: config.alerting.clone(),
             external_labels: config.external_labels.clone(),

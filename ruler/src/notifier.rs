@@ -1,5 +1,6 @@
 //! Sending alerts to Alertmanager, as Prometheus' notifier does: the
-//! `alerting` section (`alertmanagers` with `static_configs`, `scheme`,
+//! `alerting` section (`alertmanagers` with `static_configs` and
+//! `file_sd_configs` (any collector [`Discoverer`] fits), `scheme`,
 //! `path_prefix`, `timeout`, `api_version`, credentials, `relabel_configs`;
 //! `alert_relabel_configs`), external labels added to every alert, a bounded
 //! queue that drops the oldest alerts when full, batches of 64 posted to
@@ -14,6 +15,10 @@ use serde_saphyr::Spanned;
 use strata_collector::config::{
     Problem, RawAuthorization, RawBasicAuth, RawTlsConfig, ScrapeAuth, Secret, StaticConfig, TlsConfig, TlsVersion,
 };
+use strata_collector::discovery::file::{
+    DEFAULT_REFRESH_INTERVAL, FileDiscoverer, FileSdConfig, RawFileSdConfig, is_valid_file_sd_name,
+};
+use strata_collector::discovery::{Discoverer, GroupSender, TargetGroup, Update};
 use strata_collector::relabel::{RawRelabelConfig, RelabelConfig, process_builder};
 use strata_common::PromDuration;
 use strata_model::{Labels, LabelsBuilder};
@@ -44,6 +49,9 @@ pub struct RawAlertmanagerConfig {
     /// Alertmanager addresses (`host:port`).
     #[serde(default)]
     pub static_configs: Vec<StaticConfig>,
+    /// Alertmanagers listed in files (Prometheus' file discovery).
+    #[serde(default)]
+    pub file_sd_configs: Vec<Spanned<RawFileSdConfig>>,
     /// `http` (default) or `https`.
     pub scheme: Option<Spanned<String>>,
     /// Prefix of the API path.
@@ -76,13 +84,115 @@ pub struct AlertmanagerTarget {
     pub tls: TlsConfig,
 }
 
+/// One validated `alertmanagers` entry: how to reach the Alertmanagers its
+/// discovery finds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AlertmanagerSet {
+    /// `__scheme__` unless relabeled.
+    pub scheme: String,
+    /// `__alerts_path__`: path prefix and API path.
+    pub alerts_path: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+    /// Credentials.
+    pub auth: ScrapeAuth,
+    /// TLS settings.
+    pub tls: TlsConfig,
+    /// `relabel_configs` over the discovered targets.
+    pub relabel: Vec<RelabelConfig>,
+    /// `static_configs` as target groups.
+    pub static_groups: Vec<TargetGroup>,
+    /// `file_sd_configs`.
+    pub file_sd: Vec<FileSdConfig>,
+}
+
+impl AlertmanagerSet {
+    /// The endpoints of `groups` after relabeling.
+    fn targets<'a>(&self, groups: impl Iterator<Item = &'a TargetGroup>) -> Vec<AlertmanagerTarget> {
+        let mut out = Vec::new();
+        for g in groups {
+            for t in &g.targets {
+                let mut b = g.labels.builder();
+                for l in t.iter() {
+                    b.set(l.name.clone(), l.value.clone());
+                }
+                if b.get("__scheme__").is_none_or(str::is_empty) {
+                    b.set("__scheme__", self.scheme.clone());
+                }
+                b.set("__alerts_path__", self.alerts_path.clone());
+                if !process_builder(&mut b, &self.relabel) {
+                    continue;
+                }
+                let l = b.build();
+                let addr = l.get("__address__").unwrap_or_default();
+                if addr.is_empty() {
+                    continue;
+                }
+                let url = format!(
+                    "{}://{}{}",
+                    l.get("__scheme__").unwrap_or("http"),
+                    addr,
+                    l.get("__alerts_path__").unwrap_or("/api/v2/alerts")
+                );
+                if !out.iter().any(|o: &AlertmanagerTarget| o.url == url) {
+                    out.push(AlertmanagerTarget {
+                        url,
+                        timeout: self.timeout,
+                        auth: self.auth.clone(),
+                        tls: self.tls.clone(),
+                    });
+                }
+            }
+        }
+        out
+    }
+}
+
 /// The validated `alerting` section.
 #[derive(Debug, Clone, Default)]
 pub struct AlertingConfig {
     /// `alert_relabel_configs`.
     pub relabel: Vec<RelabelConfig>,
-    /// Every Alertmanager.
-    pub targets: Vec<AlertmanagerTarget>,
+    /// Every `alertmanagers` entry.
+    pub sets: Vec<AlertmanagerSet>,
+}
+
+/// Discovered target groups by (set, provider, source).
+type Discovered = BTreeMap<(usize, usize, String), TargetGroup>;
+
+impl AlertingConfig {
+    /// Every Alertmanager endpoint: static ones and those discovered so far.
+    pub fn targets(&self, discovered: &Discovered) -> Vec<AlertmanagerTarget> {
+        let mut out = Vec::new();
+        for (i, set) in self.sets.iter().enumerate() {
+            let found = discovered.range((i, 0, String::new())..(i + 1, 0, String::new())).map(|(_, g)| g);
+            out.extend(set.targets(set.static_groups.iter().chain(found)));
+        }
+        out
+    }
+
+    /// Makes relative file paths (`file_sd_configs` files, TLS files,
+    /// password and credentials files) relative to `dir`, as Prometheus does.
+    pub fn resolve_paths(&mut self, dir: &std::path::Path) {
+        let join = |p: &mut String| {
+            if !p.is_empty() && std::path::Path::new(p.as_str()).is_relative() {
+                *p = dir.join(p.as_str()).display().to_string();
+            }
+        };
+        for set in &mut self.sets {
+            for f in &mut set.file_sd {
+                f.files.iter_mut().for_each(join);
+            }
+            for p in [&mut set.tls.ca_file, &mut set.tls.cert_file, &mut set.tls.key_file] {
+                join(p);
+            }
+            match &mut set.auth {
+                ScrapeAuth::Basic { password: Some(Secret::File(p)), .. }
+                | ScrapeAuth::Header { credentials: Some(Secret::File(p)), .. } => join(p),
+                _ => {}
+            }
+        }
+    }
 }
 
 fn relabel_all(raw: &[Spanned<RawRelabelConfig>], problems: &mut Vec<Problem>) -> Vec<RelabelConfig> {
@@ -101,7 +211,7 @@ impl RawAlertingConfig {
     /// Validates the section, adding every problem to `problems`.
     pub fn validate(&self, problems: &mut Vec<Problem>) -> AlertingConfig {
         let relabel = relabel_all(&self.alert_relabel_configs, problems);
-        let mut targets = Vec::new();
+        let mut sets = Vec::new();
         for am in &self.alertmanagers {
             let (line, column) = (am.referenced.line(), am.referenced.column());
             let c = &am.value;
@@ -156,34 +266,55 @@ impl RawAlertingConfig {
             let tls = validate_tls(c.tls_config.as_ref(), problems);
             let prefix = c.path_prefix.clone().unwrap_or_default();
             let alerts_path = format!("{}/api/{version}/alerts", prefix.trim_end_matches('/'));
-            for sc in &c.static_configs {
-                for t in &sc.targets {
-                    let mut b = LabelsBuilder::new();
+            let static_groups = c
+                .static_configs
+                .iter()
+                .enumerate()
+                .map(|(i, sc)| {
+                    let mut labels = LabelsBuilder::new();
                     for (k, v) in &sc.labels {
-                        b.set(k.clone(), v.clone());
+                        labels.set(k.clone(), v.clone());
                     }
-                    b.set("__address__", t.value.clone());
-                    b.set("__scheme__", scheme.clone());
-                    b.set("__alerts_path__", alerts_path.clone());
-                    if !process_builder(&mut b, &am_relabel) {
-                        continue;
+                    let targets = sc
+                        .targets
+                        .iter()
+                        .map(|t| {
+                            let mut b = LabelsBuilder::new();
+                            b.set("__address__", t.value.clone());
+                            b.build()
+                        })
+                        .collect();
+                    TargetGroup { source: i.to_string(), targets, labels: labels.build() }
+                })
+                .collect();
+            let mut file_sd = Vec::new();
+            for f in &c.file_sd_configs {
+                for name in &f.value.files {
+                    if !is_valid_file_sd_name(&name.value) {
+                        problems.push(Problem {
+                            line: name.referenced.line(),
+                            column: name.referenced.column(),
+                            message: format!("path name {:?} is not valid for file discovery", name.value),
+                        });
                     }
-                    let l = b.build();
-                    let addr = l.get("__address__").unwrap_or_default();
-                    if addr.is_empty() {
-                        continue;
-                    }
-                    let url = format!(
-                        "{}://{}{}",
-                        l.get("__scheme__").unwrap_or("http"),
-                        addr,
-                        l.get("__alerts_path__").unwrap_or("/api/v2/alerts")
-                    );
-                    targets.push(AlertmanagerTarget { url, timeout, auth: auth.clone(), tls: tls.clone() });
                 }
+                file_sd.push(FileSdConfig {
+                    files: f.value.files.iter().map(|n| n.value.clone()).collect(),
+                    refresh_interval: f.value.refresh_interval.map_or(DEFAULT_REFRESH_INTERVAL, |d| d.0),
+                });
             }
+            sets.push(AlertmanagerSet {
+                scheme,
+                alerts_path,
+                timeout,
+                auth,
+                tls,
+                relabel: am_relabel,
+                static_groups,
+                file_sd,
+            });
         }
-        AlertingConfig { relabel, targets }
+        AlertingConfig { relabel, sets }
     }
 }
 
@@ -269,6 +400,12 @@ pub struct Notifier {
     queue: Mutex<VecDeque<NotifyAlert>>,
     wake: tokio::sync::Notify,
     config: RwLock<Arc<NotifierConfig>>,
+    /// Endpoints now: static and discovered Alertmanagers after relabeling.
+    targets: RwLock<Arc<Vec<AlertmanagerTarget>>>,
+    discovered: Mutex<Discovered>,
+    /// Stops the running discoverers (set while [`Notifier::run`] runs).
+    discovery: Mutex<Option<tokio::sync::watch::Sender<bool>>>,
+    running: std::sync::atomic::AtomicBool,
     capacity: usize,
     metrics: Arc<Metrics>,
     client: reqwest::Client,
@@ -282,19 +419,91 @@ impl std::fmt::Debug for Notifier {
 
 impl Notifier {
     pub(crate) fn new(config: NotifierConfig, capacity: usize, metrics: Arc<Metrics>) -> Self {
+        let targets = config.alerting.targets(&Discovered::new());
+        metrics.alertmanagers.set(targets.len() as i64);
         Self {
             queue: Mutex::new(VecDeque::new()),
             wake: tokio::sync::Notify::new(),
             config: RwLock::new(Arc::new(config)),
+            targets: RwLock::new(Arc::new(targets)),
+            discovered: Mutex::new(Discovered::new()),
+            discovery: Mutex::new(None),
+            running: std::sync::atomic::AtomicBool::new(false),
             capacity: capacity.max(1),
             metrics,
             client: reqwest::Client::new(),
         }
     }
 
-    /// Replaces the configuration (on reload).
-    pub fn set_config(&self, config: NotifierConfig) {
+    /// Replaces the configuration (on reload), restarting discovery.
+    pub fn set_config(self: &Arc<Self>, config: NotifierConfig) {
         *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(config);
+        if self.running.load(std::sync::atomic::Ordering::SeqCst) {
+            self.start_discovery();
+        } else {
+            lock(&self.discovered).clear();
+            self.recompute();
+        }
+    }
+
+    /// The Alertmanagers alerts go to now.
+    pub fn targets(&self) -> Arc<Vec<AlertmanagerTarget>> {
+        Arc::clone(&self.targets.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    fn recompute(&self) {
+        let targets = self.config().alerting.targets(&lock(&self.discovered));
+        self.metrics.alertmanagers.set(targets.len() as i64);
+        *self.targets.write().unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(targets);
+    }
+
+    /// (Re)starts one discoverer per `file_sd_configs` entry of every set.
+    fn start_discovery(self: &Arc<Self>) {
+        if let Some(old) = lock(&self.discovery).take() {
+            let _ = old.send(true);
+        }
+        lock(&self.discovered).clear();
+        self.recompute();
+        let cfg = self.config();
+        let mut discoverers: Vec<(usize, usize, Box<dyn Discoverer>)> = Vec::new();
+        for (i, set) in cfg.alerting.sets.iter().enumerate() {
+            for (j, f) in set.file_sd.iter().enumerate() {
+                discoverers.push((i, j, Box::new(FileDiscoverer::new(f.clone()))));
+            }
+        }
+        if discoverers.is_empty() {
+            return;
+        }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Update>(16);
+        for (i, j, d) in discoverers {
+            tokio::spawn(d.run(GroupSender::new(tx.clone(), i, j), stop_rx.clone()));
+        }
+        drop(tx);
+        let me = Arc::clone(self);
+        let mut stop = stop_rx;
+        tokio::spawn(async move {
+            loop {
+                let update = tokio::select! {
+                    u = rx.recv() => u,
+                    _ = stop.changed() => None,
+                };
+                let Some(u) = update else { return };
+                {
+                    let mut d = lock(&me.discovered);
+                    for g in u.groups {
+                        let key = (u.job, u.provider, g.source.clone());
+                        if g.targets.is_empty() {
+                            d.remove(&key);
+                        } else {
+                            d.insert(key, g);
+                        }
+                    }
+                }
+                me.recompute();
+            }
+        });
+        *lock(&self.discovery) = Some(stop_tx);
     }
 
     fn config(&self) -> Arc<NotifierConfig> {
@@ -348,6 +557,8 @@ impl Notifier {
 
     /// Sends queued alerts until `stop`, then flushes what is queued.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        self.running.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.start_discovery();
         loop {
             let batch: Vec<NotifyAlert> = {
                 let mut q = lock(&self.queue);
@@ -358,6 +569,9 @@ impl Notifier {
             };
             if batch.is_empty() {
                 if *stop.borrow() {
+                    if let Some(d) = lock(&self.discovery).take() {
+                        let _ = d.send(true);
+                    }
                     return;
                 }
                 tokio::select! {
@@ -371,12 +585,12 @@ impl Notifier {
     }
 
     async fn send_all(&self, batch: &[NotifyAlert]) {
-        let cfg = self.config();
-        if cfg.alerting.targets.is_empty() {
+        let targets = self.targets();
+        if targets.is_empty() {
             return;
         }
         let body = serde_json::Value::Array(batch.iter().map(NotifyAlert::to_json).collect()).to_string();
-        let sends = cfg.alerting.targets.iter().map(|t| {
+        let sends = targets.iter().map(|t| {
             let body = body.clone();
             async move {
                 let label = vec![("alertmanager".to_owned(), t.url.clone())];
@@ -452,8 +666,9 @@ mod tests {
         let mut problems = Vec::new();
         let c = raw.validate(&mut problems);
         assert!(problems.is_empty(), "{problems:?}");
-        assert_eq!(c.targets.len(), 1);
-        assert_eq!(c.targets[0].url, "http://a:9093/am/api/v2/alerts");
+        let targets = c.targets(&Discovered::new());
+        assert_eq!(targets.len(), 1);
+        assert_eq!(targets[0].url, "http://a:9093/am/api/v2/alerts");
     }
 
     #[test]

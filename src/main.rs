@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
-use strata_common::{PromDuration, Readiness, SystemClock, Telemetry};
+use strata_common::{PromDuration, SystemClock, Telemetry};
 
 /// Strata: a distributed, Prometheus-compatible metrics pipeline.
 #[derive(Debug, Parser)]
@@ -31,8 +31,8 @@ enum Role {
     Collector(CollectorArgs),
     /// Consume shards of the ingest log (or take remote write) into a head and blocks.
     Aggregator(AggregatorArgs),
-    /// The Prometheus HTTP API (health endpoints only for now).
-    Querier(ServeArgs),
+    /// The Prometheus HTTP API over the aggregators' heads and blocks.
+    Querier(QuerierArgs),
     /// Write OpenMetrics text with timestamps (samples of any age) into blocks.
     Import(ImportArgs),
 }
@@ -144,6 +144,13 @@ struct StandaloneArgs {
     serve: ServeArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    query: QueryArgs,
+}
+
+/// Query limits, as Prometheus names them.
+#[derive(Debug, Args)]
+struct QueryArgs {
     /// How far back an instant selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     lookback_delta: PromDuration,
@@ -153,6 +160,37 @@ struct StandaloneArgs {
     /// Most samples a query may hold in memory.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
+}
+
+impl QueryArgs {
+    fn settings(&self) -> strata_querier::QuerierSettings {
+        strata_querier::QuerierSettings {
+            lookback_delta: self.lookback_delta.0,
+            max_samples: self.max_samples,
+            timeout: self.query_timeout.0,
+        }
+    }
+
+    /// The flags, named as on the command line (`/api/v1/status/flags`).
+    fn flags(&self) -> [(&'static str, String); 3] {
+        [
+            ("query.lookback-delta", self.lookback_delta.to_string()),
+            ("query.timeout", self.query_timeout.to_string()),
+            ("query.max-samples", self.max_samples.to_string()),
+        ]
+    }
+}
+
+#[derive(Debug, Args)]
+struct QuerierArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The aggregators to read from (`host:port` of their HTTP/gRPC port),
+    /// comma-separated or repeated.
+    #[arg(long = "querier.aggregator", value_delimiter = ',', required = true)]
+    aggregators: Vec<String>,
+    #[command(flatten)]
+    query: QueryArgs,
 }
 
 fn main() -> ExitCode {
@@ -228,14 +266,17 @@ async fn run(role: Role) -> anyhow::Result<()> {
             Ok(())
         }
         Role::Querier(args) => {
-            // The querier runs on its own once the distributed issue lands; until
-            // then it starts and serves its admin endpoints.
-            let readiness = Readiness::new();
-            let listener = tokio::net::TcpListener::bind(args.listen).await?;
-            tracing::info!(listen = %args.listen, "listening (admin endpoints only)");
-            readiness.set_ready();
-            strata_common::serve_http(listener, strata_common::admin_router(telemetry, readiness), shutdown_signal())
-                .await?;
+            let mut flags: std::collections::BTreeMap<String, String> =
+                args.query.flags().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            flags.insert("web.listen-address".to_owned(), args.serve.listen.to_string());
+            flags.insert("querier.aggregator".to_owned(), args.aggregators.join(","));
+            let config = strata_querier::QuerierConfig {
+                listen: args.serve.listen,
+                aggregators: args.aggregators,
+                settings: args.query.settings(),
+                flags,
+            };
+            strata_querier::serve(config, telemetry, clock, shutdown_signal()).await?;
             Ok(())
         }
     }

@@ -13,7 +13,7 @@ use strata_collector::scrape::{ScrapeDeps, ScrapeManager};
 use strata_collector::status::{GlobalUrlOptions, status_router};
 use strata_common::{Clock, Readiness, Telemetry, admin_router, serve_http};
 use strata_model::{Append, DEFAULT_TENANT, Labels, Select};
-use strata_querier::{QuerierDeps, QuerierSettings, api_router};
+use strata_querier::{QuerierDeps, api_router};
 
 use crate::StandaloneArgs;
 
@@ -70,11 +70,9 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("storage.path", args.storage.path.display().to_string()),
         ("storage.tsdb.min-block-duration", args.storage.block_duration.to_string()),
         ("storage.flush-interval", args.storage.flush_interval.to_string()),
-        ("query.lookback-delta", args.lookback_delta.to_string()),
-        ("query.timeout", args.query_timeout.to_string()),
-        ("query.max-samples", args.max_samples.to_string()),
     ]
     .into_iter()
+    .chain(args.query.flags())
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
@@ -97,12 +95,9 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         storage: Arc::new(storage.clone()) as Arc<dyn Select>,
         telemetry: telemetry.clone(),
         clock: Arc::clone(&clock),
-        settings: QuerierSettings {
-            lookback_delta: args.lookback_delta.0,
-            max_samples: args.max_samples,
-            timeout: args.query_timeout.0,
-        },
+        settings: args.query.settings(),
         flags: flags(&args),
+        completeness: None,
     };
     let appender: Arc<dyn Append> = Arc::new(storage.clone());
     let router = api_router(querier)

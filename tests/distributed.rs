@@ -1,7 +1,9 @@
 //! End to end, distributed: a real `nats-server` with JetStream, a collector
-//! scraping a real node exporter into the ingest log, and two aggregators
-//! (replication factor 2) consuming it. Both replicas build the same head;
-//! one is SIGKILLed and restarted and catches up from its durable consumers.
+//! scraping a real node exporter into the ingest log, two aggregators
+//! (replication factor 2) consuming it and a querier fanning out to both.
+//! Both replicas build the same head; one is SIGKILLed and restarted and
+//! catches up from its durable consumers; the querier answers throughout,
+//! each sample once.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use anyhow::Result;
-use common::{Proc, eventually, free_port, strata_bin};
+use common::{Api, Proc, eventually, free_port, strata_bin};
 
 fn nats_binary() -> &'static str {
     if Path::new("/usr/sbin/nats-server").exists() { "/usr/sbin/nats-server" } else { "nats-server" }
@@ -69,6 +71,18 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
     let _agg0 = start_aggregator(dir.path(), 0, p0, &nats, "agg-0.log")?;
     let mut agg1 = start_aggregator(dir.path(), 1, p1, &nats, "agg-1.log")?;
 
+    let qport = free_port();
+    let _querier = Proc::spawn(
+        "strata querier",
+        Command::new(strata_bin()).args([
+            "querier",
+            &format!("--web.listen-address=127.0.0.1:{qport}"),
+            &format!("--querier.aggregator=127.0.0.1:{p0},127.0.0.1:{p1}"),
+        ]),
+        &dir.path().join("querier.log"),
+    )?;
+    let querier = Api::new(qport);
+
     let config = dir.path().join("collector.yml");
     std::fs::write(
         &config,
@@ -99,14 +113,27 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
     })
     .await?;
     eprintln!("replicas agree on {series} series after {:?}", started.elapsed());
+    // The querier sees each series once, though two replicas hold it.
+    eventually("the querier counts each series once", Duration::from_secs(30), || async {
+        let n = querier.scalar_of("count({job=\"node\"})").await?;
+        (n == series).then_some(())
+    })
+    .await?;
     let published = own_metric(&http, cport, "strata_ingest_published_messages_total").await.unwrap_or(0.0);
     assert!(published > 0.0, "the collector published to JetStream");
 
     // SIGKILL one replica while ingest goes on; after a restart it replays
     // its log, resumes its durable consumers and catches up.
     agg1.kill();
+    // Queries keep working on the surviving replica, with no partial-data
+    // warning: it holds every shard.
+    let (status, body) = querier.get("/api/v1/query", &[("query", "count({job=\"node\"})")]).await?;
+    assert_eq!(status, 200, "{body}");
+    let n: f64 = body["data"]["result"][0]["value"][1].as_str().unwrap_or_default().parse()?;
+    assert_eq!(n, series, "{body}");
+    assert!(body.get("warnings").is_none(), "no warning while every shard has a replica: {body}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let _agg1 = start_aggregator(dir.path(), 1, p1, &nats, "agg-1b.log")?;
+    let mut agg1 = start_aggregator(dir.path(), 1, p1, &nats, "agg-1b.log")?;
     eventually("the restarted replica consumes again", Duration::from_secs(60), || async {
         (own_metric(&http, p1, "strata_head_samples_appended_total").await? > 0.0).then_some(())
     })
@@ -126,5 +153,18 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
     assert_eq!(own_metric(&http, p0, "strata_head_samples").await, Some(samples));
     assert_eq!(own_metric(&http, p1, "strata_head_samples").await, Some(samples));
     eprintln!("replicas agree on {samples} samples after {:?}", started.elapsed());
+
+    // Through the querier every sample counts once: the same total with both
+    // replicas as with one, and no more than one replica holds.
+    let total = "sum(count_over_time({job=\"node\"}[1h]))";
+    let both = querier.scalar_of(total).await.ok_or_else(|| anyhow::anyhow!("no answer for {total}"))?;
+    assert!(both <= samples && both > 0.9 * samples, "querier total {both} vs replica samples {samples}");
+    agg1.kill();
+    let one = eventually("the querier answers from one replica", Duration::from_secs(10), || async {
+        querier.scalar_of(total).await
+    })
+    .await?;
+    assert_eq!(both, one, "deduplicated: both replicas give what one gives");
+    eprintln!("querier: {both} samples through the fan-out, {one} from one replica");
     Ok(())
 }

@@ -13,15 +13,17 @@
 //! - [`synth`]: a deterministic node-exporter style dataset for measurements.
 //!
 //! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
+//! - [`grpc`]: the `strata.store.v1.Store` service queriers read from.
 //!
-//! [`serve`] runs the aggregator role on its own: remote write into local
-//! storage, flushing, health and metrics (the distributed ingest paths come
-//! with the distributed-mode work).
+//! [`serve`] runs the aggregator role on its own: remote write, the JetStream
+//! shard consumers, flushing, the gRPC store API, health and metrics, all on
+//! one port.
 
 pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod grpc;
 pub mod head;
 pub mod http;
 pub mod import;
@@ -86,6 +88,7 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(storage.clone().run_flusher(stop_rx.clone()));
     let sink: Arc<dyn Append> = Arc::new(storage.clone());
+    let mut info = grpc::StoreInfo { instance: "aggregator".to_owned(), ..grpc::StoreInfo::default() };
     let write_path: Arc<dyn Append> = match distributed {
         None => Arc::clone(&sink),
         Some(d) => {
@@ -95,6 +98,7 @@ pub async fn serve(
             let shards = assignment.shards_of(d.ordinal);
             tracing::info!(ordinal = d.ordinal, shards = ?shards, "aggregator owns shards");
             let instance = format!("aggregator-{}", d.ordinal);
+            info = grpc::StoreInfo { instance: instance.clone(), shards: shards.clone(), shard_count: d.nats.shards };
             let consumers = {
                 let (js, nats, sink, stop) = (js.clone(), d.nats.clone(), Arc::clone(&sink), stop_rx.clone());
                 async move {
@@ -111,7 +115,8 @@ pub async fn serve(
     };
     let router =
         remote_write::remote_write_router(write_path, remote_write::RemoteWriteLimits::default(), &deps.telemetry)
-            .merge(admin_router(deps.telemetry, readiness.clone()));
+            .merge(admin_router(deps.telemetry, readiness.clone()))
+            .merge(grpc::StoreService::new(Arc::new(storage.clone()), info).into_router());
     tracing::info!(%listen, "aggregator listening");
     readiness.set_ready();
     serve_http(listener, router, shutdown).await.map_err(AggregatorError::Serve)?;

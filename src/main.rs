@@ -133,6 +133,52 @@ struct AggregatorArgs {
     /// Heads kept per shard (replication factor).
     #[arg(long = "aggregator.replication-factor", default_value_t = 2)]
     replicas: u32,
+    #[command(flatten)]
+    limits: LimitsArgs,
+}
+
+/// Per-tenant ingest limits (defaults for every tenant; 0 = unlimited),
+/// named as Mimir's.
+#[derive(Debug, Args)]
+struct LimitsArgs {
+    /// Most active series per tenant.
+    #[arg(long = "limits.max-active-series", default_value_t = 0)]
+    max_active_series: usize,
+    /// Samples per second per tenant.
+    #[arg(long = "limits.ingestion-rate", default_value_t = 0.0)]
+    ingestion_rate: f64,
+    /// Samples a tenant may send at once above the rate (0: one second's worth).
+    #[arg(long = "limits.ingestion-burst-size", default_value_t = 0)]
+    ingestion_burst_size: usize,
+    /// Most label names per series.
+    #[arg(long = "limits.max-label-names-per-series", default_value_t = 30)]
+    max_label_names_per_series: usize,
+    /// YAML file of per-tenant overrides (`overrides: {tenant: {max_active_series: N, ...}}`).
+    #[arg(long = "limits.overrides-file")]
+    overrides_file: Option<PathBuf>,
+}
+
+impl LimitsArgs {
+    fn limits(&self) -> anyhow::Result<strata_aggregator::limits::Limits> {
+        anyhow::ensure!(
+            self.ingestion_rate.is_finite() && self.ingestion_rate >= 0.0,
+            "--limits.ingestion-rate must be a non-negative number"
+        );
+        let limits = strata_aggregator::limits::Limits::new(strata_aggregator::limits::TenantLimits {
+            max_active_series: self.max_active_series,
+            ingestion_rate: self.ingestion_rate,
+            ingestion_burst_size: self.ingestion_burst_size,
+            max_label_names_per_series: self.max_label_names_per_series,
+        });
+        Ok(match &self.overrides_file {
+            None => limits,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                limits.with_overrides(&path.display().to_string(), &text)?
+            }
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -146,6 +192,8 @@ struct StandaloneArgs {
     storage: StorageArgs,
     #[command(flatten)]
     query: QueryArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
 }
 
 /// Query limits, as Prometheus names them.
@@ -242,8 +290,13 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 args.aggregators
             );
             let deps = strata_aggregator::Deps { telemetry, clock };
-            strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, distributed, shutdown_signal())
-                .await?;
+            let config = strata_aggregator::AggregatorConfig {
+                storage: args.storage.settings()?,
+                listen: args.serve.listen,
+                distributed,
+                limits: args.limits.limits()?,
+            };
+            strata_aggregator::serve(config, deps, shutdown_signal()).await?;
             Ok(())
         }
         Role::Import(args) => import(args).await,

@@ -13,6 +13,7 @@
 //! - [`synth`]: a deterministic node-exporter style dataset for measurements.
 //!
 //! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
+//! - [`limits`]: per-tenant ingest limits (active series, rate, labels), HTTP 429.
 //! - [`grpc`]: the `strata.store.v1.Store` service queriers read from.
 //!
 //! [`serve`] runs the aggregator role on its own: remote write, the JetStream
@@ -27,6 +28,7 @@ pub mod grpc;
 pub mod head;
 pub mod http;
 pub mod import;
+pub mod limits;
 mod metrics;
 pub mod remote_write;
 pub mod storage;
@@ -68,6 +70,20 @@ pub struct Distributed {
     pub replicas: u32,
 }
 
+/// The settings of `strata aggregator`.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Local storage (ingest log, head, blocks).
+    pub storage: StorageSettings,
+    /// Where HTTP (remote write, admin) and gRPC (the store API) listen.
+    pub listen: SocketAddr,
+    /// The JetStream ingest log and this instance's shards; `None` runs on
+    /// the local ingest log alone.
+    pub distributed: Option<Distributed>,
+    /// Per-tenant ingest limits on remote write.
+    pub limits: limits::Limits,
+}
+
 /// Runs `strata aggregator`: opens local storage, flushes blocks and serves
 /// remote write and the admin endpoints on `listen` until `shutdown`
 /// resolves. With [`Distributed`] settings it consumes its shards of the
@@ -75,12 +91,11 @@ pub struct Distributed {
 /// to the log (so every replica of a shard sees them); without, remote
 /// writes go straight to local storage.
 pub async fn serve(
-    settings: StorageSettings,
-    listen: SocketAddr,
+    config: AggregatorConfig,
     deps: Deps,
-    distributed: Option<Distributed>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
+    let AggregatorConfig { storage: settings, listen, distributed, limits } = config;
     let readiness = Readiness::new();
     let storage = LocalStorage::open(settings, deps.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| AggregatorError::Bind(listen, e))?;
@@ -112,6 +127,11 @@ pub async fn serve(
             tasks.spawn(consumers);
             Arc::new(strata_ingest::JetStreamAppender::new(js, d.nats, &deps.telemetry))
         }
+    };
+    let write_path: Arc<dyn Append> = if limits.is_unlimited() {
+        write_path
+    } else {
+        Arc::new(limits::LimitedAppend::new(write_path, limits, Arc::clone(&deps.clock), &deps.telemetry))
     };
     let router =
         remote_write::remote_write_router(write_path, remote_write::RemoteWriteLimits::default(), &deps.telemetry)

@@ -6,8 +6,9 @@
 //! 204 once the samples are durable; 400 for data that will never be
 //! accepted (malformed body, invalid labels, out-of-order samples, native
 //! histograms until they are supported), so senders do not retry it;
-//! 415 for an unknown content type or encoding; 503 when the ingest log is
-//! unavailable (retryable). Remote write 2.0 responses carry the
+//! 415 for an unknown content type or encoding; 429 when the tenant is over
+//! a limit (see [`crate::limits`]); 503 when the ingest log is unavailable
+//! (retryable). Remote write 2.0 responses carry the
 //! `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written` headers.
 //! Exemplars and metadata are counted and dropped for now.
 
@@ -282,6 +283,7 @@ async fn write(State(state): State<RwState>, headers: HeaderMap, body: Body) -> 
     let summary = match state.appender.append(batch).await {
         Ok(s) => s,
         Err(AppendError::Invalid(msg)) => return refuse(&state, StatusCode::BAD_REQUEST, msg),
+        Err(AppendError::LimitExceeded(msg)) => return refuse(&state, StatusCode::TOO_MANY_REQUESTS, msg),
         Err(e @ (AppendError::Unavailable(_) | AppendError::ShuttingDown)) => {
             return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         }

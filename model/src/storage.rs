@@ -36,6 +36,10 @@ pub enum AppendError {
     /// The storage is shutting down (retryable elsewhere).
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// The tenant is over one of its limits (HTTP 429, gRPC
+    /// `RESOURCE_EXHAUSTED`); nothing of the batch was stored.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 /// Durable writes of [`WriteBatch`]es.

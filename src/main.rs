@@ -135,6 +135,8 @@ struct AggregatorArgs {
     replicas: u32,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    ha: HaArgs,
 }
 
 /// Per-tenant ingest limits (defaults for every tenant; 0 = unlimited),
@@ -156,6 +158,45 @@ struct LimitsArgs {
     /// YAML file of per-tenant overrides (`overrides: {tenant: {max_active_series: N, ...}}`).
     #[arg(long = "limits.overrides-file")]
     overrides_file: Option<PathBuf>,
+}
+
+/// HA-pair deduplication of remote write (Mimir's HA tracker).
+#[derive(Debug, Args)]
+struct HaArgs {
+    /// Keep one replica's samples per `cluster` and drop the other replicas'.
+    #[arg(long = "ha-tracker.enable", default_value_t = false)]
+    enable: bool,
+    /// The label naming an HA group.
+    #[arg(long = "ha-tracker.cluster-label", default_value = "cluster")]
+    cluster_label: String,
+    /// The label naming a replica within the group (removed from stored series).
+    #[arg(long = "ha-tracker.replica-label", default_value = "__replica__")]
+    replica_label: String,
+    /// How often the elected replica's last sample time is recorded.
+    #[arg(long = "ha-tracker.update-timeout", default_value = "15s")]
+    update_timeout: PromDuration,
+    /// Silence after which another replica takes over.
+    #[arg(long = "ha-tracker.failover-timeout", default_value = "30s")]
+    failover_timeout: PromDuration,
+}
+
+impl HaArgs {
+    fn config(&self) -> anyhow::Result<Option<strata_aggregator::ha::HaConfig>> {
+        if !self.enable {
+            return Ok(None);
+        }
+        let ms = |d: &PromDuration| i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX);
+        anyhow::ensure!(
+            ms(&self.failover_timeout) > ms(&self.update_timeout),
+            "--ha-tracker.failover-timeout must be longer than --ha-tracker.update-timeout"
+        );
+        Ok(Some(strata_aggregator::ha::HaConfig {
+            cluster_label: self.cluster_label.clone(),
+            replica_label: self.replica_label.clone(),
+            update_timeout_ms: ms(&self.update_timeout),
+            failover_timeout_ms: ms(&self.failover_timeout),
+        }))
+    }
 }
 
 impl LimitsArgs {
@@ -194,6 +235,8 @@ struct StandaloneArgs {
     query: QueryArgs,
     #[command(flatten)]
     limits: LimitsArgs,
+    #[command(flatten)]
+    ha: HaArgs,
 }
 
 /// Query limits, as Prometheus names them.
@@ -295,6 +338,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 listen: args.serve.listen,
                 distributed,
                 limits: args.limits.limits()?,
+                ha: args.ha.config()?,
             };
             strata_aggregator::serve(config, deps, shutdown_signal()).await?;
             Ok(())

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_aggregator::LocalStorage;
-use strata_aggregator::limits::LimitedAppend;
-use strata_aggregator::remote_write::{RemoteWriteLimits, remote_write_router};
+use strata_aggregator::ha::MemoryHaStore;
+use strata_aggregator::remote_write::{ReceiverChain, RemoteWriteLimits, remote_write_router};
 use strata_collector::config::ScrapeJob;
 use strata_collector::scrape::{ScrapeDeps, ScrapeManager};
 use strata_collector::status::{GlobalUrlOptions, status_router};
@@ -101,12 +101,14 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         completeness: None,
     };
     let appender: Arc<dyn Append> = Arc::new(storage.clone());
-    let limits = args.limits.limits()?;
-    let remote_write: Arc<dyn Append> = if limits.is_unlimited() {
-        Arc::clone(&appender)
-    } else {
-        Arc::new(LimitedAppend::new(Arc::clone(&appender), limits, Arc::clone(&clock), &telemetry))
+    let chain = ReceiverChain {
+        ha: args
+            .ha
+            .config()?
+            .map(|c| (c, Arc::new(MemoryHaStore::default()) as Arc<dyn strata_aggregator::ha::HaStore>)),
+        limits: args.limits.limits()?,
     };
+    let remote_write = chain.wrap(Arc::clone(&appender), &clock, &telemetry);
     let router = api_router(querier)
         .merge(remote_write_router(remote_write, RemoteWriteLimits::default(), &telemetry))
         .merge(admin_router(telemetry.clone(), readiness.clone()))

@@ -14,6 +14,7 @@
 //!
 //! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
 //! - [`limits`]: per-tenant ingest limits (active series, rate, labels), HTTP 429.
+//! - [`ha`]: HA-pair deduplication on `cluster`/`__replica__` (Mimir's HA tracker).
 //! - [`grpc`]: the `strata.store.v1.Store` service queriers read from.
 //!
 //! [`serve`] runs the aggregator role on its own: remote write, the JetStream
@@ -25,6 +26,7 @@ pub mod config;
 pub mod error;
 pub mod export;
 pub mod grpc;
+pub mod ha;
 pub mod head;
 pub mod http;
 pub mod import;
@@ -70,6 +72,9 @@ pub struct Distributed {
     pub replicas: u32,
 }
 
+/// The JetStream KV bucket holding HA-pair elections.
+pub const HA_BUCKET: &str = "strata-ha";
+
 /// The settings of `strata aggregator`.
 #[derive(Debug, Clone)]
 pub struct AggregatorConfig {
@@ -82,6 +87,9 @@ pub struct AggregatorConfig {
     pub distributed: Option<Distributed>,
     /// Per-tenant ingest limits on remote write.
     pub limits: limits::Limits,
+    /// HA-pair deduplication on remote write; elections are kept in a
+    /// JetStream KV bucket when distributed, in memory otherwise.
+    pub ha: Option<ha::HaConfig>,
 }
 
 /// Runs `strata aggregator`: opens local storage, flushes blocks and serves
@@ -95,7 +103,7 @@ pub async fn serve(
     deps: Deps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
-    let AggregatorConfig { storage: settings, listen, distributed, limits } = config;
+    let AggregatorConfig { storage: settings, listen, distributed, limits, ha } = config;
     let readiness = Readiness::new();
     let storage = LocalStorage::open(settings, deps.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| AggregatorError::Bind(listen, e))?;
@@ -104,6 +112,7 @@ pub async fn serve(
     tasks.spawn(storage.clone().run_flusher(stop_rx.clone()));
     let sink: Arc<dyn Append> = Arc::new(storage.clone());
     let mut info = grpc::StoreInfo { instance: "aggregator".to_owned(), ..grpc::StoreInfo::default() };
+    let mut ha_store: Arc<dyn ha::HaStore> = Arc::new(ha::MemoryHaStore::default());
     let write_path: Arc<dyn Append> = match distributed {
         None => Arc::clone(&sink),
         Some(d) => {
@@ -125,14 +134,14 @@ pub async fn serve(
                 }
             };
             tasks.spawn(consumers);
+            if ha.is_some() {
+                ha_store = Arc::new(strata_ingest::kv::Bucket::open(&js, HA_BUCKET, d.nats.replicas).await?);
+            }
             Arc::new(strata_ingest::JetStreamAppender::new(js, d.nats, &deps.telemetry))
         }
     };
-    let write_path: Arc<dyn Append> = if limits.is_unlimited() {
-        write_path
-    } else {
-        Arc::new(limits::LimitedAppend::new(write_path, limits, Arc::clone(&deps.clock), &deps.telemetry))
-    };
+    let chain = remote_write::ReceiverChain { ha: ha.map(|c| (c, ha_store)), limits };
+    let write_path = chain.wrap(write_path, &deps.clock, &deps.telemetry);
     let router =
         remote_write::remote_write_router(write_path, remote_write::RemoteWriteLimits::default(), &deps.telemetry)
             .merge(admin_router(deps.telemetry, readiness.clone()))

@@ -8,12 +8,14 @@
 //! Aggregators read their shards through durable pull consumers and hand
 //! each batch to their own `Append` before acknowledging the message
 //! ([`consumer`]), so a restarted aggregator resumes where it left off and
-//! nothing acknowledged is lost.
+//! nothing acknowledged is lost. [`kv`] holds small shared state (the
+//! elected replica of each HA pair) in a JetStream key-value bucket.
 
 pub mod assign;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod kv;
 pub mod publisher;
 pub mod shard;
 pub mod stream;

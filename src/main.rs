@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use strata_common::{PromDuration, SystemClock, Telemetry};
@@ -77,6 +78,13 @@ struct CollectorArgs {
     serve: ServeArgs,
     #[command(flatten)]
     nats: NatsArgs,
+    /// Directory of the on-disk buffer that holds samples while the ingest
+    /// log is unreachable.
+    #[arg(long = "buffer.path", default_value = "./data/collector-buffer")]
+    buffer_path: PathBuf,
+    /// Most bytes the buffer holds; past it the oldest samples are dropped (counted).
+    #[arg(long = "buffer.max-bytes", default_value_t = 1 << 30)]
+    buffer_max_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -352,14 +360,22 @@ async fn run(role: Role) -> anyhow::Result<()> {
             )?;
             let js = strata_ingest::stream::connect(&nats).await?;
             strata_ingest::stream::ensure_stream(&js, &nats).await?;
-            let appender = Arc::new(strata_ingest::JetStreamAppender::new(js, nats, &telemetry));
+            let log: Arc<dyn strata_model::Append> =
+                Arc::new(strata_ingest::JetStreamAppender::new(js, nats, &telemetry));
+            // Scrapes go to the on-disk buffer; a forwarder ships it to the log.
+            let buffer = strata_ingest::buffer::DiskBuffer::open(&args.buffer_path, args.buffer_max_bytes, &telemetry)
+                .map_err(|e| anyhow::anyhow!("opening the buffer in {}: {e}", args.buffer_path.display()))?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let forwarder = tokio::spawn(buffer.clone().run_forwarder(log, stop_rx, Duration::from_secs(5)));
             let deps = strata_collector::CollectorDeps {
-                appender,
+                appender: Arc::new(buffer),
                 clock,
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
             strata_collector::serve(jobs, args.serve.listen, deps, shutdown_signal()).await?;
+            let _ = stop_tx.send(true);
+            let _ = forwarder.await;
             Ok(())
         }
         Role::Querier(args) => {

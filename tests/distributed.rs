@@ -99,6 +99,7 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
             &format!("--web.listen-address=127.0.0.1:{cport}"),
             &format!("--nats.url={nats}"),
             "--nats.shards=8",
+            &format!("--buffer.path={}", dir.path().join("collector-buffer").display()),
         ]),
         &dir.path().join("collector.log"),
     )?;
@@ -166,5 +167,115 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
     .await?;
     assert_eq!(both, one, "deduplicated: both replicas give what one gives");
     eprintln!("querier: {both} samples through the fan-out, {one} from one replica");
+    Ok(())
+}
+
+fn start_nats(dir: &Path, port: u16, log: &str) -> Result<Proc> {
+    Proc::spawn(
+        "nats-server",
+        Command::new(nats_binary())
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.join("nats")),
+        &dir.join(log),
+    )
+}
+
+/// NATS goes away for a while under steady scraping: the collector buffers
+/// on disk, then catches up, and the series have no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_restart_leaves_no_gap() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let nats_port = free_port();
+    let mut nats_proc = start_nats(dir.path(), nats_port, "nats.log")?;
+    eventually("nats-server", Duration::from_secs(20), || async {
+        std::net::TcpStream::connect(("127.0.0.1", nats_port)).ok()
+    })
+    .await?;
+    let nats = format!("nats://127.0.0.1:{nats_port}");
+    let agg_port = free_port();
+    let _agg = Proc::spawn(
+        "strata aggregator",
+        Command::new(strata_bin()).args([
+            "aggregator",
+            &format!("--storage.path={}", dir.path().join("agg").display()),
+            &format!("--web.listen-address=127.0.0.1:{agg_port}"),
+            &format!("--nats.url={nats}"),
+            "--nats.shards=4",
+            "--aggregator.count=1",
+            "--aggregator.replication-factor=1",
+        ]),
+        &dir.path().join("agg.log"),
+    )?;
+    let qport = free_port();
+    let _querier = Proc::spawn(
+        "strata querier",
+        Command::new(strata_bin()).args([
+            "querier",
+            &format!("--web.listen-address=127.0.0.1:{qport}"),
+            &format!("--querier.aggregator=127.0.0.1:{agg_port}"),
+        ]),
+        &dir.path().join("querier.log"),
+    )?;
+    let querier = Api::new(qport);
+    // The collector scrapes the aggregator every second.
+    let config = dir.path().join("collector.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agg\n    static_configs:\n      - targets: ['127.0.0.1:{agg_port}']\n"
+        ),
+    )?;
+    let cport = free_port();
+    let _collector = Proc::spawn(
+        "strata collector",
+        Command::new(strata_bin()).args([
+            "collector",
+            &format!("--config.file={}", config.display()),
+            &format!("--web.listen-address=127.0.0.1:{cport}"),
+            &format!("--nats.url={nats}"),
+            "--nats.shards=4",
+            &format!("--buffer.path={}", dir.path().join("collector-buffer").display()),
+        ]),
+        &dir.path().join("collector.log"),
+    )?;
+    eventually("samples flow", Duration::from_secs(60), || async {
+        // Enough history that the window checked below starts after the first scrape.
+        (querier.scalar_of(r#"count_over_time(up{job="agg"}[1m])"#).await? >= 15.0).then_some(())
+    })
+    .await?;
+
+    // NATS is down for 8 s.
+    nats_proc.kill();
+    let down_at = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let _nats2 = start_nats(dir.path(), nats_port, "nats-2.log")?;
+    // Once the backlog is through, 30 s around the outage hold one sample per scrape.
+    let at = down_at + 20.0;
+    let q = r#"count_over_time(up{job="agg"}[30s])"#;
+    let n = eventually("the backlog arrives", Duration::from_secs(90), || async {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+        if now < at + 3.0 {
+            return None;
+        }
+        let (_, body) = querier.get("/api/v1/query", &[("query", q), ("time", &format!("{at:.3}"))]).await.ok()?;
+        let n: f64 = body["data"]["result"][0]["value"][1].as_str()?.parse().ok()?;
+        (n >= 29.0).then_some(n)
+    })
+    .await;
+    let n = match n {
+        Ok(n) => n,
+        Err(e) => {
+            for log in ["collector.log", "agg.log", "nats-2.log"] {
+                let text = std::fs::read_to_string(dir.path().join(log)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                eprintln!("--- {log}:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+            }
+            let (_, body) = querier.get("/api/v1/query", &[("query", "up[2m]")]).await?;
+            eprintln!("down at {down_at}: {body}");
+            return Err(e);
+        }
+    };
+    eprintln!("{n} samples in the 30 s window around the NATS outage");
+    assert!(n <= 31.0, "no duplicates: {n}");
     Ok(())
 }

@@ -104,7 +104,8 @@ scrape_configs:
       - targets: [${targets}'127.0.0.1:$((base + 30))']
 YAML
   start collector "$bin" collector --config.file="$work/collector.yml" \
-    --web.listen-address="127.0.0.1:$((base + 30))" --nats.url="$nats" --nats.shards="$shards"
+    --web.listen-address="127.0.0.1:$((base + 30))" --nats.url="$nats" --nats.shards="$shards" \
+    --buffer.path="$work/collector-buffer"
 
   for i in $(seq 0 $((aggregators - 1))); do wait_port $((base + 10 + i)); done
   for i in $(seq 0 $((queriers - 1))); do wait_port $((base + 20 + i)); done

@@ -10,8 +10,11 @@
 //! ([`consumer`]), so a restarted aggregator resumes where it left off and
 //! nothing acknowledged is lost. [`kv`] holds small shared state (the
 //! elected replica of each HA pair) in a JetStream key-value bucket.
+//! [`buffer`] is a collector's on-disk queue in front of the log, so a
+//! NATS outage delays samples instead of losing them.
 
 pub mod assign;
+pub mod buffer;
 pub mod config;
 pub mod consumer;
 pub mod error;

@@ -8,9 +8,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use strata_common::{PromDuration, Readiness, SystemClock, Telemetry};
+use strata_common::{PromDuration, SystemClock, Telemetry};
 
 /// Strata: a distributed, Prometheus-compatible metrics pipeline.
 #[derive(Debug, Parser)]
@@ -31,8 +32,8 @@ enum Role {
     Collector(CollectorArgs),
     /// Consume shards of the ingest log (or take remote write) into a head and blocks.
     Aggregator(AggregatorArgs),
-    /// The Prometheus HTTP API (health endpoints only for now).
-    Querier(ServeArgs),
+    /// The Prometheus HTTP API over the aggregators' heads and blocks.
+    Querier(QuerierArgs),
     /// Write OpenMetrics text with timestamps (samples of any age) into blocks.
     Import(ImportArgs),
 }
@@ -77,6 +78,13 @@ struct CollectorArgs {
     serve: ServeArgs,
     #[command(flatten)]
     nats: NatsArgs,
+    /// Directory of the on-disk buffer that holds samples while the ingest
+    /// log is unreachable.
+    #[arg(long = "buffer.path", default_value = "./data/collector-buffer")]
+    buffer_path: PathBuf,
+    /// Most bytes the buffer holds; past it the oldest samples are dropped (counted).
+    #[arg(long = "buffer.max-bytes", default_value_t = 1 << 30)]
+    buffer_max_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -133,6 +141,93 @@ struct AggregatorArgs {
     /// Heads kept per shard (replication factor).
     #[arg(long = "aggregator.replication-factor", default_value_t = 2)]
     replicas: u32,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    ha: HaArgs,
+}
+
+/// Per-tenant ingest limits (defaults for every tenant; 0 = unlimited),
+/// named as Mimir's.
+#[derive(Debug, Args)]
+struct LimitsArgs {
+    /// Most active series per tenant.
+    #[arg(long = "limits.max-active-series", default_value_t = 0)]
+    max_active_series: usize,
+    /// Samples per second per tenant.
+    #[arg(long = "limits.ingestion-rate", default_value_t = 0.0)]
+    ingestion_rate: f64,
+    /// Samples a tenant may send at once above the rate (0: one second's worth).
+    #[arg(long = "limits.ingestion-burst-size", default_value_t = 0)]
+    ingestion_burst_size: usize,
+    /// Most label names per series.
+    #[arg(long = "limits.max-label-names-per-series", default_value_t = 30)]
+    max_label_names_per_series: usize,
+    /// YAML file of per-tenant overrides (`overrides: {tenant: {max_active_series: N, ...}}`).
+    #[arg(long = "limits.overrides-file")]
+    overrides_file: Option<PathBuf>,
+}
+
+/// HA-pair deduplication of remote write (Mimir's HA tracker).
+#[derive(Debug, Args)]
+struct HaArgs {
+    /// Keep one replica's samples per `cluster` and drop the other replicas'.
+    #[arg(long = "ha-tracker.enable", default_value_t = false)]
+    enable: bool,
+    /// The label naming an HA group.
+    #[arg(long = "ha-tracker.cluster-label", default_value = "cluster")]
+    cluster_label: String,
+    /// The label naming a replica within the group (removed from stored series).
+    #[arg(long = "ha-tracker.replica-label", default_value = "__replica__")]
+    replica_label: String,
+    /// How often the elected replica's last sample time is recorded.
+    #[arg(long = "ha-tracker.update-timeout", default_value = "15s")]
+    update_timeout: PromDuration,
+    /// Silence after which another replica takes over.
+    #[arg(long = "ha-tracker.failover-timeout", default_value = "30s")]
+    failover_timeout: PromDuration,
+}
+
+impl HaArgs {
+    fn config(&self) -> anyhow::Result<Option<strata_aggregator::ha::HaConfig>> {
+        if !self.enable {
+            return Ok(None);
+        }
+        let ms = |d: &PromDuration| i64::try_from(d.0.as_millis()).unwrap_or(i64::MAX);
+        anyhow::ensure!(
+            ms(&self.failover_timeout) > ms(&self.update_timeout),
+            "--ha-tracker.failover-timeout must be longer than --ha-tracker.update-timeout"
+        );
+        Ok(Some(strata_aggregator::ha::HaConfig {
+            cluster_label: self.cluster_label.clone(),
+            replica_label: self.replica_label.clone(),
+            update_timeout_ms: ms(&self.update_timeout),
+            failover_timeout_ms: ms(&self.failover_timeout),
+        }))
+    }
+}
+
+impl LimitsArgs {
+    fn limits(&self) -> anyhow::Result<strata_aggregator::limits::Limits> {
+        anyhow::ensure!(
+            self.ingestion_rate.is_finite() && self.ingestion_rate >= 0.0,
+            "--limits.ingestion-rate must be a non-negative number"
+        );
+        let limits = strata_aggregator::limits::Limits::new(strata_aggregator::limits::TenantLimits {
+            max_active_series: self.max_active_series,
+            ingestion_rate: self.ingestion_rate,
+            ingestion_burst_size: self.ingestion_burst_size,
+            max_label_names_per_series: self.max_label_names_per_series,
+        });
+        Ok(match &self.overrides_file {
+            None => limits,
+            Some(path) => {
+                let text =
+                    std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                limits.with_overrides(&path.display().to_string(), &text)?
+            }
+        })
+    }
 }
 
 #[derive(Debug, Args)]
@@ -144,6 +239,19 @@ struct StandaloneArgs {
     serve: ServeArgs,
     #[command(flatten)]
     storage: StorageArgs,
+    #[command(flatten)]
+    query: QueryArgs,
+    #[command(flatten)]
+    rules: RuleArgs,
+    #[command(flatten)]
+    limits: LimitsArgs,
+    #[command(flatten)]
+    ha: HaArgs,
+}
+
+/// Query limits, as Prometheus names them.
+#[derive(Debug, Args)]
+struct QueryArgs {
     /// How far back an instant selector looks for a sample.
     #[arg(long = "query.lookback-delta", default_value = "5m")]
     lookback_delta: PromDuration,
@@ -153,8 +261,6 @@ struct StandaloneArgs {
     /// Most samples a query may hold in memory.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
-    #[command(flatten)]
-    rules: RuleArgs,
 }
 
 /// Prometheus' rule and alerting flags.
@@ -176,6 +282,37 @@ struct RuleArgs {
     /// default `http://<hostname>:<port>`.
     #[arg(long = "web.external-url")]
     external_url: Option<String>,
+}
+
+impl QueryArgs {
+    fn settings(&self) -> strata_querier::QuerierSettings {
+        strata_querier::QuerierSettings {
+            lookback_delta: self.lookback_delta.0,
+            max_samples: self.max_samples,
+            timeout: self.query_timeout.0,
+        }
+    }
+
+    /// The flags, named as on the command line (`/api/v1/status/flags`).
+    fn flags(&self) -> [(&'static str, String); 3] {
+        [
+            ("query.lookback-delta", self.lookback_delta.to_string()),
+            ("query.timeout", self.query_timeout.to_string()),
+            ("query.max-samples", self.max_samples.to_string()),
+        ]
+    }
+}
+
+#[derive(Debug, Args)]
+struct QuerierArgs {
+    #[command(flatten)]
+    serve: ServeArgs,
+    /// The aggregators to read from (`host:port` of their HTTP/gRPC port),
+    /// comma-separated or repeated.
+    #[arg(long = "querier.aggregator", value_delimiter = ',', required = true)]
+    aggregators: Vec<String>,
+    #[command(flatten)]
+    query: QueryArgs,
 }
 
 fn main() -> ExitCode {
@@ -227,8 +364,14 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 args.aggregators
             );
             let deps = strata_aggregator::Deps { telemetry, clock };
-            strata_aggregator::serve(args.storage.settings()?, args.serve.listen, deps, distributed, shutdown_signal())
-                .await?;
+            let config = strata_aggregator::AggregatorConfig {
+                storage: args.storage.settings()?,
+                listen: args.serve.listen,
+                distributed,
+                limits: args.limits.limits()?,
+                ha: args.ha.config()?,
+            };
+            strata_aggregator::serve(config, deps, shutdown_signal()).await?;
             Ok(())
         }
         Role::Import(args) => import(args).await,
@@ -240,25 +383,36 @@ async fn run(role: Role) -> anyhow::Result<()> {
             )?;
             let js = strata_ingest::stream::connect(&nats).await?;
             strata_ingest::stream::ensure_stream(&js, &nats).await?;
-            let appender = Arc::new(strata_ingest::JetStreamAppender::new(js, nats, &telemetry));
+            let log: Arc<dyn strata_model::Append> =
+                Arc::new(strata_ingest::JetStreamAppender::new(js, nats, &telemetry));
+            // Scrapes go to the on-disk buffer; a forwarder ships it to the log.
+            let buffer = strata_ingest::buffer::DiskBuffer::open(&args.buffer_path, args.buffer_max_bytes, &telemetry)
+                .map_err(|e| anyhow::anyhow!("opening the buffer in {}: {e}", args.buffer_path.display()))?;
+            let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+            let forwarder = tokio::spawn(buffer.clone().run_forwarder(log, stop_rx, Duration::from_secs(5)));
             let deps = strata_collector::CollectorDeps {
-                appender,
+                appender: Arc::new(buffer),
                 clock,
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
             strata_collector::serve(jobs, args.serve.listen, deps, shutdown_signal()).await?;
+            let _ = stop_tx.send(true);
+            let _ = forwarder.await;
             Ok(())
         }
         Role::Querier(args) => {
-            // The querier runs on its own once the distributed issue lands; until
-            // then it starts and serves its admin endpoints.
-            let readiness = Readiness::new();
-            let listener = tokio::net::TcpListener::bind(args.listen).await?;
-            tracing::info!(listen = %args.listen, "listening (admin endpoints only)");
-            readiness.set_ready();
-            strata_common::serve_http(listener, strata_common::admin_router(telemetry, readiness), shutdown_signal())
-                .await?;
+            let mut flags: std::collections::BTreeMap<String, String> =
+                args.query.flags().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            flags.insert("web.listen-address".to_owned(), args.serve.listen.to_string());
+            flags.insert("querier.aggregator".to_owned(), args.aggregators.join(","));
+            let config = strata_querier::QuerierConfig {
+                listen: args.serve.listen,
+                aggregators: args.aggregators,
+                settings: args.query.settings(),
+                flags,
+            };
+            strata_querier::serve(config, telemetry, clock, shutdown_signal()).await?;
             Ok(())
         }
     }

@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use strata_aggregator::LocalStorage;
-use strata_aggregator::remote_write::{RemoteWriteLimits, remote_write_router};
+use strata_aggregator::ha::MemoryHaStore;
+use strata_aggregator::remote_write::{ReceiverChain, RemoteWriteLimits, remote_write_router};
 use strata_collector::config::ScrapeJob;
 use strata_collector::scrape::{ScrapeDeps, ScrapeManager};
 use strata_collector::status::{GlobalUrlOptions, status_router};
 use strata_common::{Clock, Readiness, Telemetry, admin_router, serve_http};
 use strata_model::{Append, DEFAULT_TENANT, Labels, Select};
-use strata_querier::{QuerierDeps, QuerierSettings, api_router};
+use strata_querier::{QuerierDeps, api_router};
 use strata_ruler::{Ruler, RulerConfig, RulerDeps, RulerSettings};
 
 use crate::StandaloneArgs;
@@ -75,9 +76,6 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("storage.path", args.storage.path.display().to_string()),
         ("storage.tsdb.min-block-duration", args.storage.block_duration.to_string()),
         ("storage.flush-interval", args.storage.flush_interval.to_string()),
-        ("query.lookback-delta", args.lookback_delta.to_string()),
-        ("query.timeout", args.query_timeout.to_string()),
-        ("query.max-samples", args.max_samples.to_string()),
         ("rules.alert.for-outage-tolerance", args.rules.outage_tolerance.to_string()),
         ("rules.alert.for-grace-period", args.rules.grace_period.to_string()),
         ("rules.alert.resend-delay", args.rules.resend_delay.to_string()),
@@ -85,6 +83,7 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("web.external-url", external_url(args)),
     ]
     .into_iter()
+    .chain(args.query.flags())
     .map(|(k, v)| (k.to_owned(), v))
     .collect()
 }
@@ -126,12 +125,9 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         storage: Arc::new(storage.clone()) as Arc<dyn Select>,
         telemetry: telemetry.clone(),
         clock: Arc::clone(&clock),
-        settings: QuerierSettings {
-            lookback_delta: args.lookback_delta.0,
-            max_samples: args.max_samples,
-            timeout: args.query_timeout.0,
-        },
+        settings: args.query.settings(),
         flags: flags(&args),
+        completeness: None,
     };
     let appender: Arc<dyn Append> = Arc::new(storage.clone());
     let ruler = Ruler::new(
@@ -139,9 +135,9 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
             select: Arc::new(storage.clone()) as Arc<dyn Select>,
             append: Arc::clone(&appender),
             engine: strata_promql::Engine::new(strata_promql::EngineOptions {
-                lookback_delta_ms: i64::try_from(args.lookback_delta.0.as_millis()).unwrap_or(i64::MAX),
-                max_samples: args.max_samples,
-                timeout: args.query_timeout.0,
+                lookback_delta_ms: i64::try_from(args.query.lookback_delta.0.as_millis()).unwrap_or(i64::MAX),
+                max_samples: args.query.max_samples,
+                timeout: args.query.query_timeout.0,
             }),
             telemetry: telemetry.clone(),
             clock: Arc::clone(&clock),
@@ -157,9 +153,17 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         },
         ruler_config,
     );
+    let chain = ReceiverChain {
+        ha: args
+            .ha
+            .config()?
+            .map(|c| (c, Arc::new(MemoryHaStore::default()) as Arc<dyn strata_aggregator::ha::HaStore>)),
+        limits: args.limits.limits()?,
+    };
+    let remote_write = chain.wrap(Arc::clone(&appender), &clock, &telemetry);
     let router = api_router(querier)
         .merge(strata_ruler::api::router(Arc::clone(&ruler)))
-        .merge(remote_write_router(Arc::clone(&appender), RemoteWriteLimits::default(), &telemetry))
+        .merge(remote_write_router(remote_write, RemoteWriteLimits::default(), &telemetry))
         .merge(admin_router(telemetry.clone(), readiness.clone()))
         .merge(strata_aggregator::http::router(storage.clone()));
 

@@ -251,6 +251,7 @@ async fn same_answers_as_prometheus_2_42() -> Result<()> {
         clock: Arc::new(SystemClock),
         settings: QuerierSettings::default(),
         flags: BTreeMap::new(),
+        completeness: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let strata = Api::new(listener.local_addr()?.port());

@@ -124,3 +124,88 @@ async fn malformed_remote_write_is_refused_and_strata_keeps_serving() -> Result<
     assert!(metrics.contains("strata_remote_write_refused_requests_total 4"), "{metrics}");
     Ok(())
 }
+
+/// A metric's value on a process' own `/metrics`.
+async fn own_metric(api: &Api, name: &str) -> Option<f64> {
+    let text = api.http.get(format!("{}/metrics", api.base)).send().await.ok()?.text().await.ok()?;
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ha_pair_is_deduplicated_and_fails_over() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let strata_port = free_port();
+    let empty = dir.path().join("strata.yml");
+    std::fs::write(&empty, "")?;
+    let _strata = Proc::spawn(
+        "strata",
+        Command::new(common::strata_bin()).args([
+            "standalone",
+            &format!("--config.file={}", empty.display()),
+            &format!("--storage.path={}", dir.path().join("strata-data").display()),
+            &format!("--web.listen-address=127.0.0.1:{strata_port}"),
+            "--ha-tracker.enable",
+            "--ha-tracker.update-timeout=1s",
+            "--ha-tracker.failover-timeout=5s",
+        ]),
+        &dir.path().join("strata.log"),
+    )?;
+    let strata = Api::new(strata_port);
+    eventually("strata ready", Duration::from_secs(30), || async { strata.ready().await.then_some(()) }).await?;
+
+    // Two Prometheus replicas scrape the same target (Strata itself) and
+    // remote-write with the same cluster and different replica labels.
+    let start_replica = |name: &'static str| {
+        let prom_port = free_port();
+        let config = dir.path().join(format!("{name}.yml"));
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\n  external_labels:\n    cluster: c1\n    __replica__: {name}\nscrape_configs:\n  - job_name: strata\n    static_configs:\n      - targets: ['127.0.0.1:{strata_port}']\nremote_write:\n  - url: http://127.0.0.1:{strata_port}/api/v1/write\n    queue_config:\n      batch_send_deadline: 200ms\n"
+            ),
+        )?;
+        let proc = start_prometheus(
+            &config,
+            &dir.path().join(format!("{name}-data")),
+            prom_port,
+            &dir.path().join(format!("{name}.log")),
+        )?;
+        Ok::<_, anyhow::Error>((proc, Api::new(prom_port)))
+    };
+    let (mut p1, p1_api) = start_replica("p1")?;
+    eventually("p1 ready", Duration::from_secs(60), || async { p1_api.ready().await.then_some(()) }).await?;
+    eventually("p1's samples in strata", Duration::from_secs(60), || async {
+        strata.scalar_of(r#"count(up{job="strata",cluster="c1"})"#).await
+    })
+    .await?;
+    // p1 sent first: it is elected. p2 joins and is deduplicated.
+    let (_p2, p2_api) = start_replica("p2")?;
+    eventually("p2 ready", Duration::from_secs(60), || async { p2_api.ready().await.then_some(()) }).await?;
+    eventually("p2's samples are deduplicated", Duration::from_secs(60), || async {
+        (own_metric(&strata, r#"strata_ha_deduplicated_samples_total{tenant="anonymous",cluster="c1"}"#).await? > 100.0)
+            .then_some(())
+    })
+    .await?;
+    // One copy: one series without the replica label, one sample per scrape.
+    let series = strata.query(r#"up{job="strata"}"#).await?;
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(series[0]["metric"].get("__replica__").is_none(), "{series:?}");
+    let per_10s = strata.scalar_of(r#"count_over_time(up{job="strata"}[10s])"#).await.unwrap_or(f64::NAN);
+    assert!((8.0..=11.0).contains(&per_10s), "one sample per second, not two: {per_10s}");
+
+    // The leader dies: p2 takes over after the failover timeout (5 s).
+    p1.kill();
+    let killed = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs_f64();
+    let took_over = eventually("p2 takes over", Duration::from_secs(60), || async {
+        let t = strata.scalar_of(r#"timestamp(up{job="strata"})"#).await?;
+        (t > killed + 1.0).then_some(t)
+    })
+    .await?;
+    let failovers = own_metric(&strata, "strata_ha_failovers_total").await;
+    eprintln!("p2 took over {:.1} s after p1 was killed", took_over - killed);
+    assert_eq!(failovers, Some(1.0));
+    assert!(took_over - killed < 20.0, "failover within the timeout plus a few scrapes");
+    let series = strata.query(r#"up{job="strata"}"#).await?;
+    assert_eq!(series.len(), 1, "still one series after the failover: {series:?}");
+    Ok(())
+}

@@ -13,18 +13,24 @@
 //! - [`synth`]: a deterministic node-exporter style dataset for measurements.
 //!
 //! - [`remote_write`]: the Prometheus remote write receiver (`/api/v1/write`).
+//! - [`limits`]: per-tenant ingest limits (active series, rate, labels), HTTP 429.
+//! - [`ha`]: HA-pair deduplication on `cluster`/`__replica__` (Mimir's HA tracker).
+//! - [`grpc`]: the `strata.store.v1.Store` service queriers read from.
 //!
-//! [`serve`] runs the aggregator role on its own: remote write into local
-//! storage, flushing, health and metrics (the distributed ingest paths come
-//! with the distributed-mode work).
+//! [`serve`] runs the aggregator role on its own: remote write, the JetStream
+//! shard consumers, flushing, the gRPC store API, health and metrics, all on
+//! one port.
 
 pub mod chunk;
 pub mod config;
 pub mod error;
 pub mod export;
+pub mod grpc;
+pub mod ha;
 pub mod head;
 pub mod http;
 pub mod import;
+pub mod limits;
 mod metrics;
 pub mod remote_write;
 pub mod storage;
@@ -66,6 +72,26 @@ pub struct Distributed {
     pub replicas: u32,
 }
 
+/// The JetStream KV bucket holding HA-pair elections.
+pub const HA_BUCKET: &str = "strata-ha";
+
+/// The settings of `strata aggregator`.
+#[derive(Debug, Clone)]
+pub struct AggregatorConfig {
+    /// Local storage (ingest log, head, blocks).
+    pub storage: StorageSettings,
+    /// Where HTTP (remote write, admin) and gRPC (the store API) listen.
+    pub listen: SocketAddr,
+    /// The JetStream ingest log and this instance's shards; `None` runs on
+    /// the local ingest log alone.
+    pub distributed: Option<Distributed>,
+    /// Per-tenant ingest limits on remote write.
+    pub limits: limits::Limits,
+    /// HA-pair deduplication on remote write; elections are kept in a
+    /// JetStream KV bucket when distributed, in memory otherwise.
+    pub ha: Option<ha::HaConfig>,
+}
+
 /// Runs `strata aggregator`: opens local storage, flushes blocks and serves
 /// remote write and the admin endpoints on `listen` until `shutdown`
 /// resolves. With [`Distributed`] settings it consumes its shards of the
@@ -73,12 +99,11 @@ pub struct Distributed {
 /// to the log (so every replica of a shard sees them); without, remote
 /// writes go straight to local storage.
 pub async fn serve(
-    settings: StorageSettings,
-    listen: SocketAddr,
+    config: AggregatorConfig,
     deps: Deps,
-    distributed: Option<Distributed>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AggregatorError> {
+    let AggregatorConfig { storage: settings, listen, distributed, limits, ha } = config;
     let readiness = Readiness::new();
     let storage = LocalStorage::open(settings, deps.clone()).await?;
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| AggregatorError::Bind(listen, e))?;
@@ -86,6 +111,8 @@ pub async fn serve(
     let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(storage.clone().run_flusher(stop_rx.clone()));
     let sink: Arc<dyn Append> = Arc::new(storage.clone());
+    let mut info = grpc::StoreInfo { instance: "aggregator".to_owned(), ..grpc::StoreInfo::default() };
+    let mut ha_store: Arc<dyn ha::HaStore> = Arc::new(ha::MemoryHaStore::default());
     let write_path: Arc<dyn Append> = match distributed {
         None => Arc::clone(&sink),
         Some(d) => {
@@ -95,6 +122,7 @@ pub async fn serve(
             let shards = assignment.shards_of(d.ordinal);
             tracing::info!(ordinal = d.ordinal, shards = ?shards, "aggregator owns shards");
             let instance = format!("aggregator-{}", d.ordinal);
+            info = grpc::StoreInfo { instance: instance.clone(), shards: shards.clone(), shard_count: d.nats.shards };
             let consumers = {
                 let (js, nats, sink, stop) = (js.clone(), d.nats.clone(), Arc::clone(&sink), stop_rx.clone());
                 async move {
@@ -106,12 +134,18 @@ pub async fn serve(
                 }
             };
             tasks.spawn(consumers);
+            if ha.is_some() {
+                ha_store = Arc::new(strata_ingest::kv::Bucket::open(&js, HA_BUCKET, d.nats.replicas).await?);
+            }
             Arc::new(strata_ingest::JetStreamAppender::new(js, d.nats, &deps.telemetry))
         }
     };
+    let chain = remote_write::ReceiverChain { ha: ha.map(|c| (c, ha_store)), limits };
+    let write_path = chain.wrap(write_path, &deps.clock, &deps.telemetry);
     let router =
         remote_write::remote_write_router(write_path, remote_write::RemoteWriteLimits::default(), &deps.telemetry)
-            .merge(admin_router(deps.telemetry, readiness.clone()));
+            .merge(admin_router(deps.telemetry, readiness.clone()))
+            .merge(grpc::StoreService::new(Arc::new(storage.clone()), info).into_router());
     tracing::info!(%listen, "aggregator listening");
     readiness.set_ready();
     serve_http(listener, router, shutdown).await.map_err(AggregatorError::Serve)?;

@@ -6,9 +6,12 @@
 //! 204 once the samples are durable; 400 for data that will never be
 //! accepted (malformed body, invalid labels, out-of-order samples, native
 //! histograms until they are supported), so senders do not retry it;
-//! 415 for an unknown content type or encoding; 503 when the ingest log is
-//! unavailable (retryable). Remote write 2.0 responses carry the
+//! 415 for an unknown content type or encoding; 429 when the tenant is over
+//! a limit (see [`crate::limits`]); 503 when the ingest log is unavailable
+//! (retryable). Remote write 2.0 responses carry the
 //! `X-Prometheus-Remote-Write-{Samples,Histograms,Exemplars}-Written` headers.
+//! Samples of a non-elected HA replica ([`crate::ha`]) are answered 202, as
+//! Mimir answers them.
 //! Exemplars and metadata are counted and dropped for now.
 
 use std::sync::Arc;
@@ -55,6 +58,38 @@ struct RwState {
     appender: Arc<dyn Append>,
     limits: RemoteWriteLimits,
     metrics: Metrics,
+}
+
+/// What sits between the receiver and the write path: HA-pair
+/// deduplication first (deduplicated samples count against no limit), then
+/// the tenant limits.
+pub struct ReceiverChain {
+    /// HA deduplication, when enabled: settings and where elections live.
+    pub ha: Option<(crate::ha::HaConfig, Arc<dyn crate::ha::HaStore>)>,
+    /// Tenant limits.
+    pub limits: crate::limits::Limits,
+}
+
+impl ReceiverChain {
+    /// `write_path` behind the chain's decorators.
+    pub fn wrap(
+        self,
+        write_path: Arc<dyn Append>,
+        clock: &Arc<dyn strata_common::Clock>,
+        telemetry: &Telemetry,
+    ) -> Arc<dyn Append> {
+        let limited: Arc<dyn Append> = if self.limits.is_unlimited() {
+            write_path
+        } else {
+            Arc::new(crate::limits::LimitedAppend::new(write_path, self.limits, Arc::clone(clock), telemetry))
+        };
+        match self.ha {
+            None => limited,
+            Some((config, store)) => {
+                Arc::new(crate::ha::HaDedup::new(limited, store, config, Arc::clone(clock), telemetry))
+            }
+        }
+    }
 }
 
 /// The `/api/v1/write` route.
@@ -282,6 +317,7 @@ async fn write(State(state): State<RwState>, headers: HeaderMap, body: Body) -> 
     let summary = match state.appender.append(batch).await {
         Ok(s) => s,
         Err(AppendError::Invalid(msg)) => return refuse(&state, StatusCode::BAD_REQUEST, msg),
+        Err(AppendError::LimitExceeded(msg)) => return refuse(&state, StatusCode::TOO_MANY_REQUESTS, msg),
         Err(e @ (AppendError::Unavailable(_) | AppendError::ShuttingDown)) => {
             return refuse(&state, StatusCode::SERVICE_UNAVAILABLE, e.to_string());
         }
@@ -296,7 +332,10 @@ async fn write(State(state): State<RwState>, headers: HeaderMap, body: Body) -> 
     if extras.histograms > 0 {
         problems.push(format!("{} native histogram samples refused: not supported yet", extras.histograms));
     }
-    let mut resp = if problems.is_empty() {
+    let mut resp = if problems.is_empty() && summary.deduplicated > 0 {
+        // Mimir's answer for samples of a non-elected HA replica: accepted, not stored.
+        (StatusCode::ACCEPTED, "samples from a non-elected HA replica were deduplicated").into_response()
+    } else if problems.is_empty() {
         StatusCode::NO_CONTENT.into_response()
     } else {
         // The accepted samples are stored; the rest would fail again, so no retry.

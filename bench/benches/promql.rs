@@ -109,6 +109,7 @@ fn serve_strata(dir: &Path, port: u16) -> Result<()> {
             clock: Arc::new(strata_common::SystemClock),
             settings: strata_querier::QuerierSettings::default(),
             flags: BTreeMap::new(),
+            completeness: None,
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let router = strata_querier::api_router(deps)

@@ -8,12 +8,17 @@
 //! Aggregators read their shards through durable pull consumers and hand
 //! each batch to their own `Append` before acknowledging the message
 //! ([`consumer`]), so a restarted aggregator resumes where it left off and
-//! nothing acknowledged is lost.
+//! nothing acknowledged is lost. [`kv`] holds small shared state (the
+//! elected replica of each HA pair) in a JetStream key-value bucket.
+//! [`buffer`] is a collector's on-disk queue in front of the log, so a
+//! NATS outage delays samples instead of losing them.
 
 pub mod assign;
+pub mod buffer;
 pub mod config;
 pub mod consumer;
 pub mod error;
+pub mod kv;
 pub mod publisher;
 pub mod shard;
 pub mod stream;

@@ -22,6 +22,9 @@ pub struct AppendSummary {
     pub out_of_order: usize,
     /// Samples refused as older than what the head still accepts.
     pub out_of_bounds: usize,
+    /// Samples dropped because they came from an HA replica that is not the
+    /// elected one (the elected replica sends the same data).
+    pub deduplicated: usize,
 }
 
 /// Why an append failed as a whole; nothing of the batch was acknowledged.
@@ -36,6 +39,10 @@ pub enum AppendError {
     /// The storage is shutting down (retryable elsewhere).
     #[error("storage is shutting down")]
     ShuttingDown,
+    /// The tenant is over one of its limits (HTTP 429, gRPC
+    /// `RESOURCE_EXHAUSTED`); nothing of the batch was stored.
+    #[error("{0}")]
+    LimitExceeded(String),
 }
 
 /// Durable writes of [`WriteBatch`]es.

@@ -14,7 +14,17 @@ pub mod ingest {
     }
 }
 
+/// `strata.store.v1`: the gRPC APIs between roles (`Store`, `Ingest`).
+pub mod store {
+    /// Version 1 of the store API.
+    pub mod v1 {
+        #![allow(missing_docs, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/strata.store.v1.rs"));
+    }
+}
+
 pub mod remote_write;
+pub mod store_api;
 
 use strata_model::{Labels, ModelError, Sample, TimeSeries, WriteBatch};
 

@@ -56,6 +56,19 @@ pub struct QuerierDeps {
     /// The flags the process was started with, by name without dashes
     /// (`/api/v1/status/flags`).
     pub flags: BTreeMap<String, String>,
+    /// Whether `storage` may be missing data (a fan-out with aggregators
+    /// down); said in each query's warnings. `None` for local storage.
+    pub completeness: Option<Arc<dyn crate::remote::Completeness>>,
+}
+
+impl QuerierDeps {
+    /// `warnings` plus the storage's partial-data warning, if any.
+    fn with_partial_warning(&self, mut warnings: Vec<String>) -> Vec<String> {
+        if let Some(w) = self.completeness.as_ref().and_then(|c| c.partial_warning()) {
+            warnings.push(w);
+        }
+        warnings
+    }
 }
 
 /// What every handler shares.
@@ -170,7 +183,8 @@ async fn query(State(state): State<ApiState>, headers: HeaderMap, p: Params) -> 
         let tenant = tenant(&headers);
         let fut = state.engine.instant_query(state.deps.storage.as_ref(), &tenant, q, t);
         let r = with_timeout(&state, &p, fut).await?;
-        Ok(crate::json::query_body(&r.value, &r.warnings, &r.infos))
+        let warnings = state.deps.with_partial_warning(r.warnings);
+        Ok(crate::json::query_body(&r.value, &warnings, &r.infos))
     }
     .await;
     respond(&state, result)
@@ -203,7 +217,8 @@ async fn query_range(State(state): State<ApiState>, headers: HeaderMap, p: Param
         let tenant = tenant(&headers);
         let fut = state.engine.range_query(state.deps.storage.as_ref(), &tenant, q, start, end, step);
         let r = with_timeout(&state, &p, fut).await?;
-        Ok(crate::json::query_body(&r.value, &r.warnings, &r.infos))
+        let warnings = state.deps.with_partial_warning(r.warnings);
+        Ok(crate::json::query_body(&r.value, &warnings, &r.infos))
     }
     .await;
     respond(&state, result)

@@ -37,6 +37,7 @@ async fn serve(st: MemStore, max_samples: usize) -> std::net::SocketAddr {
         clock: Arc::new(ManualClock::new(60_000)),
         settings: QuerierSettings { max_samples, ..QuerierSettings::default() },
         flags,
+        completeness: None,
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");

@@ -197,7 +197,8 @@ async fn run(a: &Args) -> Result<()> {
         let r = http.get(format!("http://127.0.0.1:{q}/api/v1/query?query=probe_seq")).send().await;
         let now = Instant::now();
         if let Ok(r) = r
-            && let Ok(v) = r.json::<serde_json::Value>().await
+            && let Ok(body) = r.bytes().await
+            && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body)
             && let Some(n) = v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<usize>().ok())
             && n > last
         {

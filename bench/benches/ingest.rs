@@ -33,7 +33,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use futures::StreamExt;
 use prost::Message;
 use strata_bench::dataset::{DatasetConfig, generate};
 use strata_proto::remote_write::v1;
@@ -156,8 +155,11 @@ async fn metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
 }
 
-/// The load: snappy remote-write requests and their sample count.
-fn encode_load(a: &Args) -> Result<(Vec<bytes::Bytes>, usize)> {
+/// The load: snappy remote-write requests in `--concurrency` lanes, and the
+/// sample count. Like Prometheus' sender shards, each lane owns a fixed set
+/// of series and sends them in time order, so no receiver sees a sample out
+/// of order.
+fn encode_load(a: &Args) -> Result<(Vec<Vec<bytes::Bytes>>, usize)> {
     let cfg = DatasetConfig::with_series(a.series, 15_000);
     let data = generate(&cfg);
     let labels: Vec<Vec<v1::Label>> = data
@@ -165,12 +167,12 @@ fn encode_load(a: &Args) -> Result<(Vec<bytes::Bytes>, usize)> {
         .map(|s| s.labels.iter().map(|l| v1::Label { name: l.name.clone(), value: l.value.clone() }).collect())
         .collect();
     let start = now_ms() - (a.steps as i64) * 15_000;
-    let mut requests = Vec::new();
+    let mut lanes: Vec<Vec<bytes::Bytes>> = vec![Vec::new(); a.concurrency];
     let mut samples = 0;
     let mut encoder = snap::raw::Encoder::new();
     for step in 0..a.steps {
         let t = start + step as i64 * 15_000;
-        for chunk in labels.chunks(a.batch) {
+        for (c, chunk) in labels.chunks(a.batch).enumerate() {
             let timeseries = chunk
                 .iter()
                 .enumerate()
@@ -182,10 +184,10 @@ fn encode_load(a: &Args) -> Result<(Vec<bytes::Bytes>, usize)> {
                 .collect::<Vec<_>>();
             samples += timeseries.len();
             let raw = v1::WriteRequest { timeseries, metadata: vec![] }.encode_to_vec();
-            requests.push(bytes::Bytes::from(encoder.compress_vec(&raw)?));
+            lanes[c % a.concurrency].push(bytes::Bytes::from(encoder.compress_vec(&raw)?));
         }
     }
-    Ok((requests, samples))
+    Ok((lanes, samples))
 }
 
 fn now_ms() -> i64 {
@@ -194,17 +196,13 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(0))
 }
 
-/// Sends every request (spread over `urls`), `concurrency` at a time; fails on any non-2xx.
-async fn send_all(
-    http: &reqwest::Client,
-    urls: &[String],
-    requests: &[bytes::Bytes],
-    concurrency: usize,
-) -> Result<()> {
-    let results = futures::stream::iter(requests.iter().enumerate())
-        .map(|(i, body)| {
-            let url = &urls[i % urls.len()];
-            async move {
+/// Sends every lane's requests in order, the lanes at once, lane `i` to
+/// `urls[i % urls.len()]`; fails on any non-2xx answer.
+async fn send_all(http: &reqwest::Client, urls: &[String], lanes: &[Vec<bytes::Bytes>]) -> Result<()> {
+    let sends = lanes.iter().enumerate().map(|(i, lane)| {
+        let url = &urls[i % urls.len()];
+        async move {
+            for body in lane {
                 let r = http
                     .post(url)
                     .header("Content-Type", "application/x-protobuf")
@@ -215,13 +213,11 @@ async fn send_all(
                     .await?;
                 let status = r.status();
                 ensure!(status.is_success(), "{url}: {status} {}", r.text().await.unwrap_or_default());
-                Ok(())
             }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<Result<()>>>()
-        .await;
-    results.into_iter().collect()
+            Ok(())
+        }
+    });
+    futures::future::try_join_all(sends).await.map(|_| ())
 }
 
 /// One measured run.
@@ -236,7 +232,7 @@ struct Run {
 }
 
 /// Runs Prometheus as the receiver.
-async fn run_prometheus(dir: &Path, http: &reqwest::Client, load: &[bytes::Bytes], a: &Args) -> Result<Run> {
+async fn run_prometheus(dir: &Path, http: &reqwest::Client, load: &[Vec<bytes::Bytes>]) -> Result<Run> {
     let port = free_port()?;
     let config = dir.join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 15s\n")?;
@@ -254,7 +250,7 @@ async fn run_prometheus(dir: &Path, http: &reqwest::Client, load: &[bytes::Bytes
     wait_ready(http, &format!("http://127.0.0.1:{port}/-/ready")).await?;
     let cpu0 = server.cpu()?;
     let t0 = Instant::now();
-    send_all(http, &[format!("http://127.0.0.1:{port}/api/v1/write")], load, a.concurrency).await?;
+    send_all(http, &[format!("http://127.0.0.1:{port}/api/v1/write")], load).await?;
     let wall = t0.elapsed();
     Ok(Run { cpu: server.cpu()? - cpu0, nats_cpu: Duration::ZERO, wall, peak_rss: server.peak_rss()? })
 }
@@ -264,9 +260,8 @@ async fn run_prometheus(dir: &Path, http: &reqwest::Client, load: &[bytes::Bytes
 async fn run_strata(
     dir: &Path,
     http: &reqwest::Client,
-    load: &[bytes::Bytes],
+    load: &[Vec<bytes::Bytes>],
     samples: usize,
-    a: &Args,
     nats: bool,
     aggregators: usize,
 ) -> Result<Run> {
@@ -313,7 +308,7 @@ async fn run_strata(
     let nats0 = nats_server.as_ref().map(|(s, _)| s.cpu()).transpose()?.unwrap_or_default();
     let urls: Vec<String> = servers.iter().map(|(_, p)| format!("http://127.0.0.1:{p}/api/v1/write")).collect();
     let t0 = Instant::now();
-    send_all(http, &urls, load, a.concurrency).await?;
+    send_all(http, &urls, load).await?;
     // Acknowledged means durable in the log; wait until the heads hold it all.
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
@@ -353,9 +348,10 @@ fn main() -> Result<()> {
 async fn run(a: &Args) -> Result<()> {
     let t0 = Instant::now();
     let (load, samples) = encode_load(a)?;
-    let bytes: usize = load.iter().map(bytes::Bytes::len).sum();
+    let bytes: usize = load.iter().flatten().map(bytes::Bytes::len).sum();
     println!(
-        "load: {} requests, {samples} samples, {:.1} MiB snappy ({:.1?} to encode)",
+        "load: {} requests in {} lanes, {samples} samples, {:.1} MiB snappy ({:.1?} to encode)",
+        load.iter().map(Vec::len).sum::<usize>(),
         load.len(),
         bytes as f64 / (1 << 20) as f64,
         t0.elapsed()
@@ -366,9 +362,9 @@ async fn run(a: &Args) -> Result<()> {
         for (name, runs) in &mut results {
             let tmp = tempfile::tempdir()?;
             let run = match *name {
-                "prometheus" => run_prometheus(tmp.path(), &http, &load, a).await?,
-                "strata" => run_strata(tmp.path(), &http, &load, samples, a, false, 1).await?,
-                _ => run_strata(tmp.path(), &http, &load, samples, a, true, 1).await?,
+                "prometheus" => run_prometheus(tmp.path(), &http, &load).await?,
+                "strata" => run_strata(tmp.path(), &http, &load, samples, false, 1).await?,
+                _ => run_strata(tmp.path(), &http, &load, samples, true, 1).await?,
             };
             println!(
                 "  repeat {r} {name:<12} cpu {:>6.2}s (+nats {:>5.2}s) wall {:>6.2}s peak RSS {:>5} MiB",
@@ -404,7 +400,7 @@ async fn run(a: &Args) -> Result<()> {
         let mut runs = Vec::new();
         for _ in 0..a.repeats {
             let tmp = tempfile::tempdir()?;
-            runs.push(run_strata(tmp.path(), &http, &load, samples, a, true, *n).await?);
+            runs.push(run_strata(tmp.path(), &http, &load, samples, true, *n).await?);
         }
         let wall = median_by(&runs, |r| r.wall).as_secs_f64();
         println!("scale: {n} aggregator(s) on NATS, R=1: {:.0} samples/s", samples as f64 / wall);

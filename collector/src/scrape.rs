@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{ScrapeAuth, ScrapeJob, Secret};
 use crate::discovery::file::FileDiscoverer;
+use crate::discovery::kubernetes::KubernetesDiscoverer;
 use crate::discovery::{Discoverer, GroupSender, StaticDiscoverer, TargetGroup, Update};
 use crate::exposition::{Entry, Format, Parser};
 use crate::relabel;
@@ -54,6 +55,7 @@ struct ScrapeMetrics {
     failures: Counter,
     append_failures: Counter,
     sd_file_read_errors: Counter,
+    sd_kubernetes_failures: Counter,
 }
 
 impl ScrapeMetrics {
@@ -63,7 +65,13 @@ impl ScrapeMetrics {
             failures: Counter::default(),
             append_failures: Counter::default(),
             sd_file_read_errors: Counter::default(),
+            sd_kubernetes_failures: Counter::default(),
         };
+        t.register(
+            "strata_sd_kubernetes_failures",
+            "Kubernetes API client and watch failures of kubernetes_sd_configs",
+            m.sd_kubernetes_failures.clone(),
+        );
         t.register(
             "strata_sd_file_read_errors",
             "file_sd files that could not be read or parsed",
@@ -228,6 +236,11 @@ impl ScrapeManager {
             providers.push(Box::new(
                 FileDiscoverer::with_poll_interval(f.clone(), self.file_poll)
                     .with_read_errors(self.metrics.sd_file_read_errors.clone()),
+            ));
+        }
+        for k in &job.kubernetes_sd {
+            providers.push(Box::new(
+                KubernetesDiscoverer::new(k.clone()).with_failures(self.metrics.sd_kubernetes_failures.clone()),
             ));
         }
         for (pi, d) in providers.into_iter().enumerate() {

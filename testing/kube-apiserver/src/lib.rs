@@ -26,8 +26,9 @@
 //!   `servicemonitors`, `podmonitors`, `prometheusrules`; `/version`.
 //!
 //! Tests drive it with [`FakeApiServer::apply`] (create or replace: `ADDED`
-//! or `MODIFIED`), [`FakeApiServer::delete`], [`FakeApiServer::compact`]
-//! and [`FakeApiServer::end_watches`]. It listens on 127.0.0.1 on a free port
+//! or `MODIFIED`), [`FakeApiServer::delete`], [`FakeApiServer::compact`],
+//! [`FakeApiServer::end_watches`] and [`FakeApiServer::pause_watches`] /
+//! [`FakeApiServer::resume_watches`]. It listens on 127.0.0.1 on a free port
 //! ([`FakeApiServer::url`], [`FakeApiServer::write_kubeconfig`]) and can be
 //! used in-process through [`FakeApiServer::router`] (e.g.
 //! `kube::Client::new(router, "default")`).
@@ -180,6 +181,8 @@ struct Shared {
     bookmark_interval_ms: AtomicU64,
     gone_as_status: AtomicBool,
     authorization: Mutex<Option<String>>,
+    /// While true, new watch requests wait (before their version is checked).
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 impl Shared {
@@ -231,6 +234,7 @@ impl FakeApiServer {
                 bookmark_interval_ms: AtomicU64::new(1000),
                 gone_as_status: AtomicBool::new(false),
                 authorization: Mutex::new(None),
+                paused: tokio::sync::watch::channel(false).0,
             }),
             addr: None,
             task: None,
@@ -329,6 +333,20 @@ impl FakeApiServer {
     /// version, as after a dropped connection).
     pub fn end_watches(&self) {
         let _ = self.shared.tx.send(Broadcast::EndWatches);
+    }
+
+    /// Ends every open watch and holds new watch requests until
+    /// [`Self::resume_watches`]: changes made meanwhile reach clients only
+    /// through what they do when they resume (after a [`Self::compact`]:
+    /// `410 Gone`, then a relist).
+    pub fn pause_watches(&self) {
+        self.shared.paused.send_replace(true);
+        self.end_watches();
+    }
+
+    /// Lets held and new watch requests proceed.
+    pub fn resume_watches(&self) {
+        self.shared.paused.send_replace(false);
     }
 
     /// Creates or replaces an object (its `apiVersion`, `kind`,
@@ -680,6 +698,10 @@ async fn handle(
             };
             let filter = Filter { namespace: target.namespace.clone(), labels, fields };
             if params.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                let mut paused = shared.paused.subscribe();
+                if paused.wait_for(|p| !*p).await.is_err() {
+                    return status(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "shutting down");
+                }
                 watch(&shared, target.resource, filter, &params)
             } else {
                 shared.counters.lists.fetch_add(1, Ordering::Relaxed);

@@ -63,6 +63,7 @@ fn config(role: Role, url: &str) -> KubernetesSdConfig {
     }
 }
 
+#[allow(clippy::needless_pass_by_value)]
 fn pod(name: &str, ip: &str, labels: Value, port: i32) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Pod",
@@ -145,6 +146,7 @@ async fn a_pod_without_an_ip_has_no_targets_until_it_gets_one() {
     groups.until("pod p", |g| g.contains_key("pod/default/p")).await;
 }
 
+#[allow(clippy::needless_pass_by_value)]
 fn service(name: &str, labels: Value) -> Value {
     json!({
         "apiVersion": "v1", "kind": "Service",

@@ -1,12 +1,18 @@
 //! The `--config.file`: Prometheus' `prometheus.yml`, the sections Strata
-//! runs today (`global`, `scrape_configs`). Unknown fields are errors, and
-//! every problem is reported at once with `file:line:column`.
+//! runs today (`global`, `scrape_configs`), plus Strata's
+//! `prometheus_operator` section (ServiceMonitors and PodMonitors read from
+//! the Kubernetes API). Unknown fields are errors, and every problem is
+//! reported at once with `file:line:column`.
 
 use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
-use strata_collector::config::{GlobalConfig, Problem, ScrapeConfig, ScrapeJob, validate};
+use serde_saphyr::Spanned;
+use strata_collector::config::{
+    DEFAULT_SCRAPE_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, GlobalConfig, Problem, ScrapeConfig, ScrapeJob, validate,
+};
+use strata_collector::discovery::kubernetes::monitors::{self, OperatorConfig, RawOperatorConfig};
 
 /// The raw file.
 #[derive(Debug, Default, Deserialize)]
@@ -18,6 +24,9 @@ pub struct FileConfig {
     /// Prometheus' `scrape_configs`.
     #[serde(default)]
     pub scrape_configs: Vec<ScrapeConfig>,
+    /// Strata: ServiceMonitors and PodMonitors to turn into scrape jobs
+    /// (selectors named as in the Prometheus resource).
+    pub prometheus_operator: Option<Spanned<RawOperatorConfig>>,
 }
 
 /// The validated file.
@@ -25,6 +34,8 @@ pub struct FileConfig {
 pub struct Config {
     /// Scrape jobs with their targets.
     pub scrape_jobs: Vec<ScrapeJob>,
+    /// The `prometheus_operator` section, when present.
+    pub operator: Option<OperatorConfig>,
 }
 
 /// Everything wrong with a config file.
@@ -64,6 +75,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     for job in &mut config.scrape_jobs {
         job.resolve_paths(dir);
     }
+    if let Some(op) = &mut config.operator {
+        op.resolve_paths(dir);
+    }
     Ok(config)
 }
 
@@ -75,9 +89,29 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         serde_saphyr::from_str(text)
             .map_err(|e| ConfigError { file: file.to_owned(), problems: vec![yaml_problem(&e)] })?
     };
-    let scrape_jobs = validate(&raw.global, &raw.scrape_configs)
-        .map_err(|problems| ConfigError { file: file.to_owned(), problems })?;
-    Ok(Config { scrape_jobs })
+    let jobs = validate(&raw.global, &raw.scrape_configs);
+    let operator = raw.prometheus_operator.as_ref().map(|op| {
+        let interval = raw.global.scrape_interval.as_ref().map_or(DEFAULT_SCRAPE_INTERVAL, |d| d.value.0);
+        let timeout = raw.global.scrape_timeout.as_ref().map_or(DEFAULT_SCRAPE_TIMEOUT, |d| d.value.0).min(interval);
+        monitors::validate(op, interval, timeout)
+    });
+    let mut problems = Vec::new();
+    let scrape_jobs = jobs.unwrap_or_else(|p| {
+        problems.extend(p);
+        Vec::new()
+    });
+    let operator = match operator {
+        Some(Err(p)) => {
+            problems.extend(p);
+            None
+        }
+        Some(Ok(o)) => Some(o),
+        None => None,
+    };
+    if !problems.is_empty() {
+        return Err(ConfigError { file: file.to_owned(), problems });
+    }
+    Ok(Config { scrape_jobs, operator })
 }
 
 fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
@@ -117,6 +151,27 @@ mod tests {
     fn bad_duration_names_its_line() {
         let err = parse("p.yml", "global:\n  scrape_interval: 15x\n").expect_err("invalid");
         assert!(err.to_string().contains("p.yml:2:"), "{err}");
+    }
+
+    #[test]
+    fn prometheus_operator_section_is_validated_with_the_rest() {
+        let config = parse(
+            "p.yml",
+            "global: {scrape_interval: 30s}\nprometheus_operator:\n  api_server: http://127.0.0.1:1\n  serviceMonitorSelector: {matchLabels: {team: a}}\n  podMonitorNamespaceSelector: {}\n",
+        )
+        .expect("valid");
+        let op = config.operator.expect("operator section");
+        assert_eq!(op.interval, std::time::Duration::from_secs(30));
+        assert!(op.service_monitor_selector.is_some() && op.pod_monitor_selector.is_none());
+        let err = parse(
+            "p.yml",
+            "scrape_configs:\n- job_name: ''\nprometheus_operator:\n  api_server: http://x\n  kubeconfig_file: k\n  serviceDiscoveryRole: Nodes\n",
+        )
+        .expect_err("invalid");
+        let msg = err.to_string();
+        assert!(msg.contains("3 errors"), "{msg}");
+        assert!(msg.contains("p.yml:4:") && msg.contains("simultaneously"), "{msg}");
+        assert!(msg.contains("p.yml:6:") && msg.contains("serviceDiscoveryRole"), "{msg}");
     }
 
     #[test]

@@ -210,7 +210,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
         }
         Role::Import(args) => import(args).await,
         Role::Collector(args) => {
-            let jobs = config::load(&args.config_file)?.scrape_jobs;
+            let config = config::load(&args.config_file)?;
             let nats = anyhow::Context::context(
                 args.nats.settings()?,
                 "the collector needs --nats.url (the ingest log it ships to)",
@@ -224,7 +224,8 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
-            strata_collector::serve(jobs, args.serve.listen, deps, shutdown_signal()).await?;
+            strata_collector::serve(config.scrape_jobs, config.operator, args.serve.listen, deps, shutdown_signal())
+                .await?;
             Ok(())
         }
         Role::Querier(args) => {

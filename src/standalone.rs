@@ -80,9 +80,12 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
 }
 
 pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let jobs = match &args.config_file {
-        Some(path) => crate::config::load(path)?.scrape_jobs,
-        None => vec![self_scrape_job(args.serve.listen)],
+    let (jobs, operator) = match &args.config_file {
+        Some(path) => {
+            let c = crate::config::load(path)?;
+            (c.scrape_jobs, c.operator)
+        }
+        None => (vec![self_scrape_job(args.serve.listen)], None),
     };
     let settings = args.storage.settings()?;
     let readiness = Readiness::new();
@@ -113,6 +116,9 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut scrapes =
         ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
+    if let Some(op) = operator {
+        scrapes.set_operator(op);
+    }
     let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
     if let Some(path) = args.config_file.clone() {
         tokio::spawn(reload_on_sighup(path, scrapes.reloader(), stop_rx.clone()));

@@ -4,7 +4,8 @@
 //! once through a `kubeconfig_file`; the discovered pods point at test HTTP
 //! servers. `/api/v1/targets` shows Prometheus' meta labels and the
 //! relabeled labels, the samples are queryable, and targets follow pods
-//! that change and disappear.
+//! that change and disappear. A ServiceMonitor and a PodMonitor applied
+//! live become jobs named and labeled as the Prometheus Operator does.
 
 mod common;
 
@@ -40,6 +41,13 @@ fn pod(name: &str, port: u16, scrape: bool, app: &str) -> Value {
         "status": {"podIP": "127.0.0.1", "hostIP": "10.0.0.1", "phase": "Running",
                    "conditions": [{"type": "Ready", "status": "True"}]},
     })
+}
+
+fn pool_targets(v: &Value, pool: &str) -> Vec<Value> {
+    v["data"]["activeTargets"]
+        .as_array()
+        .map(|a| a.iter().filter(|t| t["scrapePool"] == pool).cloned().collect())
+        .unwrap_or_default()
 }
 
 fn active_targets(v: &Value, job: &str) -> Vec<Value> {
@@ -110,6 +118,13 @@ scrape_configs:
     target_label: service
   - source_labels: [__meta_kubernetes_service_label_team]
     target_label: team
+prometheus_operator:
+  api_server: {url}
+  authorization: {{credentials: k8s-token}}
+  serviceMonitorSelector: {{matchLabels: {{release: strata}}}}
+  serviceMonitorNamespaceSelector: {{matchLabels: {{monitoring: enabled}}}}
+  podMonitorSelector: {{}}
+  podMonitorNamespaceSelector: {{}}
 "#,
             url = server.url()
         ),
@@ -192,5 +207,85 @@ scrape_configs:
     })
     .await?;
     assert_eq!(value, 33.0);
+
+    // A ServiceMonitor applied live becomes a scrape job named as the
+    // Operator names it, with the Operator's target labels; one in a
+    // namespace the namespace selector does not select is ignored.
+    server
+        .apply(json!({"apiVersion": "v1", "kind": "Namespace",
+                      "metadata": {"name": "apps", "labels": {"monitoring": "enabled"}}}))
+        .map_err(anyhow::Error::msg)?;
+    let service_monitor = |ns: &str| {
+        json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
+            "metadata": {"name": "api-monitor", "namespace": ns, "labels": {"release": "strata"}},
+            "spec": {
+                "selector": {"matchLabels": {"team": "core"}},
+                "endpoints": [{"port": "metrics", "interval": "1s",
+                               "metricRelabelings": [{"sourceLabels": ["__name__"], "regex": "k8s_test_value",
+                                                       "targetLabel": "monitored", "replacement": "yes"}]}],
+                "targetLabels": ["team"],
+            },
+        })
+    };
+    server.apply(service_monitor("apps")).map_err(anyhow::Error::msg)?;
+    server.apply(service_monitor("elsewhere")).map_err(anyhow::Error::msg)?;
+    let v = eventually("the ServiceMonitor's target", WAIT, || {
+        let api = api.clone();
+        async move {
+            let (_, v) = api.get("/api/v1/targets", &[]).await.ok()?;
+            let t = pool_targets(&v, "serviceMonitor/apps/api-monitor/0");
+            (t.len() == 1 && t[0]["health"] == "up").then_some(v)
+        }
+    })
+    .await
+    .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    let t = &pool_targets(&v, "serviceMonitor/apps/api-monitor/0")[0];
+    assert_eq!(
+        t["labels"],
+        json!({"container": "app", "endpoint": "metrics", "instance": b.address(), "job": "api",
+               "namespace": "apps", "pod": "b", "service": "api", "team": "core"})
+    );
+    assert!(pool_targets(&v, "serviceMonitor/elsewhere/api-monitor/0").is_empty(), "namespace not selected");
+    let value = eventually("samples of the ServiceMonitor job", WAIT, || {
+        let api = api.clone();
+        async move { api.scalar_of(r#"sum(k8s_test_value{job="api",endpoint="metrics",monitored="yes"})"#).await }
+    })
+    .await?;
+    assert_eq!(value, 22.0);
+
+    // A PodMonitor: job `<namespace>/<name>`, its port filter, live removal.
+    server
+        .apply(json!({
+            "apiVersion": "monitoring.coreos.com/v1", "kind": "PodMonitor",
+            "metadata": {"name": "batch", "namespace": "apps"},
+            "spec": {"selector": {"matchExpressions": [{"key": "app.kubernetes.io/name", "operator": "In", "values": ["batch"]}]},
+                     "podMetricsEndpoints": [{"port": "metrics", "interval": "1s"}, {"port": "nope"}]},
+        }))
+        .map_err(anyhow::Error::msg)?;
+    let v = eventually("the PodMonitor's target", WAIT, || {
+        let api = api.clone();
+        async move {
+            let (_, v) = api.get("/api/v1/targets", &[]).await.ok()?;
+            (pool_targets(&v, "podMonitor/apps/batch/0").len() == 1).then_some(v)
+        }
+    })
+    .await?;
+    let t = &pool_targets(&v, "podMonitor/apps/batch/0")[0];
+    assert_eq!(t["labels"]["job"], "apps/batch");
+    assert_eq!(t["labels"]["pod"], "c");
+    assert_eq!(t["labels"]["endpoint"], "metrics");
+    assert!(pool_targets(&v, "podMonitor/apps/batch/1").is_empty(), "no container port named nope");
+    assert!(server.delete("monitoring.coreos.com/v1", "PodMonitor", "apps", "batch"));
+    eventually("the PodMonitor's job gone", WAIT, || {
+        let api = api.clone();
+        async move {
+            let (_, v) = api.get("/api/v1/targets", &[]).await.ok()?;
+            let pools: Vec<&str> =
+                v["data"]["activeTargets"].as_array()?.iter().filter_map(|t| t["scrapePool"].as_str()).collect();
+            (!pools.iter().any(|p| p.starts_with("podMonitor/"))).then_some(())
+        }
+    })
+    .await?;
     Ok(())
 }

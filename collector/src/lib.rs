@@ -1,7 +1,8 @@
 //! Strata collector: finds targets, scrapes them and ships the samples.
 //!
 //! - [`config`]: Prometheus' `global` and `scrape_configs`, validated.
-//! - [`discovery`]: where targets come from (static lists, files).
+//! - [`discovery`]: where targets come from (static lists, files, the
+//!   Kubernetes API, ServiceMonitors and PodMonitors).
 //! - [`target`]: discovered labels → relabeled scrape targets.
 //! - [`status`]: target health, served as `/api/v1/targets`.
 //! - [`exposition`]: the text and OpenMetrics page parser.
@@ -43,18 +44,20 @@ pub struct CollectorDeps {
     pub tenant: String,
 }
 
-/// Runs `strata collector`: scrapes `jobs` into `deps.appender` and serves
+/// Runs `strata collector`: scrapes `jobs` (and, with `operator`, the jobs of
+/// the selected ServiceMonitors and PodMonitors) into `deps.appender` and serves
 /// `/api/v1/targets` and the admin endpoints on `listen` until `shutdown`
 /// resolves; then the loops write their staleness markers and stop.
 pub async fn serve(
     jobs: Vec<config::ScrapeJob>,
+    operator: Option<discovery::kubernetes::monitors::OperatorConfig>,
     listen: SocketAddr,
     deps: CollectorDeps,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), CollectorError> {
     let readiness = Readiness::new();
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| CollectorError::Serve(e.to_string()))?;
-    let scrapes = scrape::ScrapeManager::new(
+    let mut scrapes = scrape::ScrapeManager::new(
         jobs,
         scrape::ScrapeDeps {
             appender: deps.appender,
@@ -63,6 +66,9 @@ pub async fn serve(
             tenant: deps.tenant,
         },
     )?;
+    if let Some(op) = operator {
+        scrapes.set_operator(op);
+    }
     let router = status::status_router(scrapes.status(), status::GlobalUrlOptions::for_listen(listen))
         .merge(admin_router(deps.telemetry, readiness.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

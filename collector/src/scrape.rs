@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{ScrapeAuth, ScrapeJob, Secret};
 use crate::discovery::file::FileDiscoverer;
 use crate::discovery::kubernetes::KubernetesDiscoverer;
+use crate::discovery::kubernetes::monitors::{MonitorController, OperatorConfig};
 use crate::discovery::{Discoverer, GroupSender, StaticDiscoverer, TargetGroup, Update};
 use crate::exposition::{Entry, Format, Parser};
 use crate::relabel;
@@ -99,6 +100,7 @@ pub struct ScrapeManager {
     status: ScrapeStatus,
     file_poll: Duration,
     reloads: Option<mpsc::Receiver<Vec<ScrapeJob>>>,
+    operator: Option<OperatorConfig>,
 }
 
 /// A running target loop.
@@ -153,6 +155,7 @@ impl ScrapeManager {
             status: ScrapeStatus::new(),
             file_poll: crate::discovery::file::POLL_INTERVAL,
             reloads: None,
+            operator: None,
         })
     }
 
@@ -177,6 +180,13 @@ impl ScrapeManager {
         tx
     }
 
+    /// Also runs the jobs of the ServiceMonitors and PodMonitors `operator`
+    /// selects, next to the configured ones (a monitor job named like a
+    /// configured job is ignored), following the monitors live.
+    pub fn set_operator(&mut self, operator: OperatorConfig) {
+        self.operator = Some(operator);
+    }
+
     /// Discovers and scrapes until `shutdown` turns true, then stops every
     /// loop, each writing staleness markers for the series it had produced.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -188,6 +198,15 @@ impl ScrapeManager {
             next_id: 0,
         };
         let mut runtimes: HashMap<usize, JobRuntime> = HashMap::new();
+        let mut configured: Vec<ScrapeJob> = self.jobs.iter().map(|j| j.as_ref().clone()).collect();
+        let mut monitor_jobs: Vec<ScrapeJob> = Vec::new();
+        let mut monitor_updates = None;
+        if let Some(op) = self.operator.take() {
+            let (tx, rx) = mpsc::channel(4);
+            let controller = MonitorController::new(op).with_failures(self.metrics.sd_kubernetes_failures.clone());
+            tasks.discoverers.spawn(controller.run(tx, shutdown.clone()));
+            monitor_updates = Some(rx);
+        }
         for job in std::mem::take(&mut self.jobs) {
             let (id, rt) = self.start_job(job, &mut tasks);
             runtimes.insert(id, rt);
@@ -202,7 +221,12 @@ impl ScrapeManager {
                     }
                 }
                 Some(jobs) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                    self.reload(&mut runtimes, jobs, &mut tasks);
+                    configured = jobs;
+                    self.reload(&mut runtimes, merge_jobs(&configured, &monitor_jobs), &mut tasks);
+                }
+                Some(jobs) = async { match monitor_updates.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    monitor_jobs = jobs;
+                    self.reload(&mut runtimes, merge_jobs(&configured, &monitor_jobs), &mut tasks);
                 }
                 _ = shutdown.changed() => break,
             }
@@ -340,6 +364,19 @@ impl ScrapeManager {
         active.sort_by(|a, b| a.target.all_labels.cmp(&b.target.all_labels));
         self.status.set_pool(&job.job_name, PoolStatus { active, dropped });
     }
+}
+
+/// The configured jobs, then the monitor jobs whose names are free.
+fn merge_jobs(configured: &[ScrapeJob], monitors: &[ScrapeJob]) -> Vec<ScrapeJob> {
+    let mut out = configured.to_vec();
+    for m in monitors {
+        if configured.iter().any(|c| c.job_name == m.job_name) {
+            tracing::warn!(job = %m.job_name, "a configured job has the name of a monitor job; the monitor job is ignored");
+        } else {
+            out.push(m.clone());
+        }
+    }
+    out
 }
 
 struct TargetLoop {

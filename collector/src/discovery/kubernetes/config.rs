@@ -294,52 +294,7 @@ pub fn validate(raw: &Spanned<RawKubernetesSdConfig>, problems: &mut Vec<Problem
         bearer_token_file: c.bearer_token_file.as_ref(),
         tls_config: c.tls_config.as_ref(),
     };
-    let auth = validate_auth(&fields, problems);
-    let tls = validate_tls(&fields, problems);
-    let custom_http = !matches!(auth, ScrapeAuth::None) || c.tls_config.is_some();
-    let access = match (&c.api_server, &c.kubeconfig_file) {
-        (Some(a), Some(_)) => {
-            let (l, col) = pos(a);
-            problems.push(at(l, col, "cannot use 'kubeconfig_file' and 'api_server' simultaneously".into()));
-            ApiAccess::InCluster
-        }
-        (None, Some(k)) => {
-            if custom_http {
-                let (l, col) = pos(k);
-                problems.push(at(
-                    l,
-                    col,
-                    "cannot use a custom HTTP client configuration together with 'kubeconfig_file'".into(),
-                ));
-            }
-            ApiAccess::Kubeconfig(k.value.clone())
-        }
-        (None, None) => {
-            if custom_http {
-                problems.push(at(
-                    whole.0,
-                    whole.1,
-                    "to use custom HTTP client configuration please provide the 'api_server' URL explicitly".into(),
-                ));
-            }
-            ApiAccess::InCluster
-        }
-        (Some(a), None) => {
-            let url = a.value.trim_end_matches('/');
-            match url.parse::<http::Uri>() {
-                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
-                _ => {
-                    let (l, col) = pos(a);
-                    problems.push(at(
-                        l,
-                        col,
-                        format!("invalid api_server URL {:?}: must be http(s)://host[:port]", a.value),
-                    ));
-                }
-            }
-            ApiAccess::Server { url: url.to_owned(), auth, tls }
-        }
-    };
+    let access = validate_access(c.api_server.as_ref(), c.kubeconfig_file.as_ref(), &fields, whole, problems);
     let attach_node = c.attach_metadata.node;
     let mut selectors: Vec<Selector> = Vec::new();
     for s in &c.selectors {
@@ -383,4 +338,64 @@ pub fn validate(raw: &Spanned<RawKubernetesSdConfig>, problems: &mut Vec<Problem
         selectors,
         attach_node,
     })
+}
+
+/// Where the API server is, from `api_server`, `kubeconfig_file` and the
+/// HTTP client settings, with Prometheus' rules: `whole` locates the
+/// section for problems without a field of their own.
+pub(crate) fn validate_access(
+    api_server: Option<&Spanned<String>>,
+    kubeconfig_file: Option<&Spanned<String>>,
+    fields: &HttpClientFields<'_>,
+    whole: (u64, u64),
+    problems: &mut Vec<Problem>,
+) -> ApiAccess {
+    let at = |line: u64, column: u64, message: String| Problem { line, column, message };
+    let pos = |s: &Spanned<String>| (s.referenced.line(), s.referenced.column());
+    let auth = validate_auth(fields, problems);
+    let tls = validate_tls(fields, problems);
+    let custom_http = !matches!(auth, ScrapeAuth::None) || fields.tls_config.is_some();
+    match (api_server, kubeconfig_file) {
+        (Some(a), Some(_)) => {
+            let (l, col) = pos(a);
+            problems.push(at(l, col, "cannot use 'kubeconfig_file' and 'api_server' simultaneously".into()));
+            ApiAccess::InCluster
+        }
+        (None, Some(k)) => {
+            if custom_http {
+                let (l, col) = pos(k);
+                problems.push(at(
+                    l,
+                    col,
+                    "cannot use a custom HTTP client configuration together with 'kubeconfig_file'".into(),
+                ));
+            }
+            ApiAccess::Kubeconfig(k.value.clone())
+        }
+        (None, None) => {
+            if custom_http {
+                problems.push(at(
+                    whole.0,
+                    whole.1,
+                    "to use custom HTTP client configuration please provide the 'api_server' URL explicitly".into(),
+                ));
+            }
+            ApiAccess::InCluster
+        }
+        (Some(a), None) => {
+            let url = a.value.trim_end_matches('/');
+            match url.parse::<http::Uri>() {
+                Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {}
+                _ => {
+                    let (l, col) = pos(a);
+                    problems.push(at(
+                        l,
+                        col,
+                        format!("invalid api_server URL {:?}: must be http(s)://host[:port]", a.value),
+                    ));
+                }
+            }
+            ApiAccess::Server { url: url.to_owned(), auth, tls }
+        }
+    }
 }

@@ -15,6 +15,7 @@ pub mod client;
 pub mod config;
 mod endpoints;
 mod endpointslice;
+pub mod monitors;
 mod node;
 mod pod;
 mod service;

@@ -851,6 +851,66 @@ mod tests {
     }
 
     #[test]
+    fn kubernetes_sd_configs_are_validated_as_prometheus_does() {
+        let jobs = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - role: endpoints\n    api_server: https://k8s:6443\n    bearer_token_file: token\n    tls_config: {ca_file: ca.pem}\n    namespaces: {names: [a, b], own_namespace: true}\n    selectors:\n    - {role: pod, label: 'app=web', field: 'spec.nodeName=n1'}\n    attach_metadata: {node: true}\n  - role: node\n    kubeconfig_file: kc.yml\n  - role: pod\n",
+        )
+        .expect("valid");
+        let mut job = jobs[0].clone();
+        job.resolve_paths(std::path::Path::new("/etc/prom"));
+        let k = &job.kubernetes_sd;
+        assert_eq!(k.len(), 3);
+        assert_eq!(k[0].role, crate::discovery::kubernetes::Role::Endpoints);
+        assert_eq!(k[0].namespaces, ["a", "b"]);
+        assert!(k[0].own_namespace && k[0].attach_node);
+        assert_eq!(k[0].selectors[0].label, "app=web");
+        match &k[0].access {
+            crate::discovery::kubernetes::config::ApiAccess::Server { url, auth, tls } => {
+                assert_eq!(url, "https://k8s:6443");
+                assert_eq!(
+                    *auth,
+                    ScrapeAuth::Header {
+                        kind: "Bearer".into(),
+                        credentials: Some(Secret::File("/etc/prom/token".into()))
+                    }
+                );
+                assert_eq!(tls.ca_file, "/etc/prom/ca.pem");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(k[1].access, crate::discovery::kubernetes::config::ApiAccess::Kubeconfig("/etc/prom/kc.yml".into()));
+        assert_eq!(k[2].access, crate::discovery::kubernetes::config::ApiAccess::InCluster);
+
+        let problems = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - api_server: http://a\n  - role: ingres\n  - role: pod\n    api_server: http://a\n    kubeconfig_file: k\n  - role: pod\n    bearer_token: t\n  - role: service\n    selectors:\n    - {role: pod, label: 'a in b'}\n    - {role: service}\n    - {role: service}\n  - role: pod\n    kubeconfig_file: k\n    basic_auth: {username: u}\n  - role: pod\n    api_server: ftp://x\n  - role: pod\n    nonsense: 1\n",
+        )
+        .expect_err("invalid");
+        let got: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(got.len(), 1, "an unknown field stops parsing: {got:?}");
+        assert!(got[0].1.contains("nonsense"), "{got:?}");
+
+        let problems = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - api_server: http://a\n  - role: ingres\n  - role: pod\n    api_server: http://a\n    kubeconfig_file: k\n  - role: pod\n    bearer_token: t\n  - role: service\n    selectors:\n    - {role: pod, label: 'a in b'}\n    - {role: service}\n    - {role: service}\n  - role: pod\n    kubeconfig_file: k\n    basic_auth: {username: u}\n  - role: pod\n    api_server: ftp://x\n",
+        )
+        .expect_err("invalid");
+        let got: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (4, "role missing (one of: pod, service, endpoints, endpointslice, node, ingress)"),
+                (5, "unknown Kubernetes SD role \"ingres\""),
+                (7, "cannot use 'kubeconfig_file' and 'api_server' simultaneously"),
+                (9, "to use custom HTTP client configuration please provide the 'api_server' URL explicitly"),
+                (13, "service role supports only service selectors"),
+                (13, "invalid label selector: unable to parse requirement: \"a in b\""),
+                (15, "duplicated selector role: service"),
+                (17, "cannot use a custom HTTP client configuration together with 'kubeconfig_file'"),
+                (20, "invalid api_server URL \"ftp://x\": must be http(s)://host[:port]"),
+            ]
+        );
+    }
+
+    #[test]
     fn relabeled_static_targets_are_not_checked_early() {
         let jobs = load(
             "scrape_configs:\n- job_name: a\n  relabel_configs: [{target_label: __address__, replacement: 'h:1'}]\n  file_sd_configs: [{files: ['/x/*.json'], refresh_interval: 1m}]\n  static_configs: [{targets: ['http://x/']}]\n",

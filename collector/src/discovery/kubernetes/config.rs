@@ -246,8 +246,14 @@ fn check_selector(s: &str, field: bool) -> Result<(), String> {
             if !has_op {
                 return Err(format!("invalid selector: '{s}'; can't understand '{t}'"));
             }
-        } else if !has_op && !t.contains(" in ") && !t.contains(" notin ") && t.contains([' ', '(', ')']) {
-            return Err(format!("unable to parse requirement: {t:?}"));
+        } else if !has_op {
+            let set = t.split_once(" notin ").or_else(|| t.split_once(" in ")).map(|(_, rest)| rest.trim());
+            match set {
+                Some(rest) if rest.starts_with('(') && rest.ends_with(')') => {}
+                Some(_) => return Err(format!("unable to parse requirement: {t:?}")),
+                None if t.contains([' ', '(', ')']) => return Err(format!("unable to parse requirement: {t:?}")),
+                None => {}
+            }
         }
         let key = t.split(['=', '!', ' ']).find(|k| !k.is_empty()).unwrap_or("");
         if key.is_empty() {

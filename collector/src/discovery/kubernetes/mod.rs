@@ -476,3 +476,6 @@ impl KubernetesDiscoverer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1096,3 +1096,232 @@ fn apply_change(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn monitor(kind: MonitorKind, spec: serde_json::Value) -> Monitor {
+        Monitor {
+            kind,
+            namespace: "default".into(),
+            name: "test".into(),
+            labels: BTreeMap::new(),
+            spec: match serde_json::from_value(spec) {
+                Ok(s) => s,
+                Err(e) => panic!("spec: {e}"),
+            },
+        }
+    }
+
+    fn config() -> OperatorConfig {
+        OperatorConfig {
+            access: ApiAccess::InCluster,
+            service_monitor_selector: Some(LabelSelector::default()),
+            service_monitor_namespace_selector: None,
+            pod_monitor_selector: Some(LabelSelector::default()),
+            pod_monitor_namespace_selector: None,
+            endpoint_role: Role::Endpoints,
+            interval: Duration::from_secs(30),
+            timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A rule as the Operator's generated YAML shows it:
+    /// (source_labels, separator, regex, target_label, replacement, action).
+    type Rule = (Vec<String>, String, String, String, String, String);
+
+    fn rules(raw: &[RawRelabelConfig]) -> Vec<Rule> {
+        raw.iter()
+            .map(|r| {
+                (
+                    r.source_labels.clone().unwrap_or_default(),
+                    r.separator.clone().unwrap_or_default(),
+                    r.regex.clone().unwrap_or_default(),
+                    r.target_label.clone().unwrap_or_default(),
+                    r.replacement.clone().unwrap_or_default(),
+                    r.action.clone().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    fn rule(src: &[&str], sep: &str, regex: &str, target: &str, replacement: &str, action: &str) -> Rule {
+        (
+            src.iter().map(|s| (*s).to_owned()).collect(),
+            sep.into(),
+            regex.into(),
+            target.into(),
+            replacement.into(),
+            action.into(),
+        )
+    }
+
+    #[test]
+    fn service_monitor_relabelings_are_the_operators() {
+        let m = monitor(
+            MonitorKind::Service,
+            serde_json::json!({
+                "selector": {"matchLabels": {"group": "group1"},
+                             "matchExpressions": [{"key": "alpha", "operator": "In", "values": ["beta", "gamma"]},
+                                                  {"key": "canary", "operator": "DoesNotExist"}]},
+                "jobLabel": "app.kubernetes.io/name",
+                "targetLabels": ["team"],
+                "podTargetLabels": ["version"],
+                "endpoints": [{"port": "web", "interval": "15s", "path": "/m",
+                               "relabelings": [{"action": "Replace", "targetLabel": "x", "replacement": "y"}]}],
+            }),
+        );
+        let got = rules(&operator_relabelings(&m, &m.spec.endpoints[0], Role::Endpoints));
+        let want = vec![
+            rule(&["job"], "", "", "__tmp_prometheus_job_name", "", ""),
+            rule(
+                &["__meta_kubernetes_service_label_group", "__meta_kubernetes_service_labelpresent_group"],
+                "",
+                "(group1);true",
+                "",
+                "",
+                "keep",
+            ),
+            rule(
+                &["__meta_kubernetes_service_label_alpha", "__meta_kubernetes_service_labelpresent_alpha"],
+                "",
+                "(beta|gamma);true",
+                "",
+                "",
+                "keep",
+            ),
+            rule(&["__meta_kubernetes_service_labelpresent_canary"], "", "true", "", "", "drop"),
+            rule(&["__meta_kubernetes_endpoint_port_name"], "", "web", "", "", "keep"),
+            rule(
+                &["__meta_kubernetes_endpoint_address_target_kind", "__meta_kubernetes_endpoint_address_target_name"],
+                ";",
+                "Node;(.*)",
+                "node",
+                "${1}",
+                "",
+            ),
+            rule(
+                &["__meta_kubernetes_endpoint_address_target_kind", "__meta_kubernetes_endpoint_address_target_name"],
+                ";",
+                "Pod;(.*)",
+                "pod",
+                "${1}",
+                "",
+            ),
+            rule(&["__meta_kubernetes_namespace"], "", "", "namespace", "", ""),
+            rule(&["__meta_kubernetes_service_name"], "", "", "service", "", ""),
+            rule(&["__meta_kubernetes_pod_name"], "", "", "pod", "", ""),
+            rule(&["__meta_kubernetes_pod_container_name"], "", "", "container", "", ""),
+            rule(&["__meta_kubernetes_pod_phase"], "", "(Failed|Succeeded)", "", "", "drop"),
+            rule(&["__meta_kubernetes_service_label_team"], "", "(.+)", "team", "${1}", ""),
+            rule(&["__meta_kubernetes_pod_label_version"], "", "(.+)", "version", "${1}", ""),
+            rule(&["__meta_kubernetes_service_name"], "", "", "job", "${1}", ""),
+            rule(&["__meta_kubernetes_service_label_app_kubernetes_io_name"], "", "(.+)", "job", "${1}", ""),
+            rule(&[], "", "", "endpoint", "web", ""),
+            rule(&[], "", "", "x", "y", "replace"),
+        ];
+        assert_eq!(got, want);
+        let job = endpoint_job(&m, 0, &m.spec.endpoints[0], &config(), &Secrets::new()).expect("job");
+        assert_eq!(job.job_name, "serviceMonitor/default/test/0");
+        assert_eq!((job.interval, job.timeout), (Duration::from_secs(15), Duration::from_secs(10)));
+        assert_eq!(job.metrics_path, "/m");
+        assert_eq!(job.kubernetes_sd[0].role, Role::Endpoints);
+        assert_eq!(job.kubernetes_sd[0].namespaces, ["default"], "no namespaceSelector: the monitor's namespace");
+        assert_eq!(job.relabel_configs.len(), want.len());
+
+        // EndpointSlice flavour: the slice's port and target labels.
+        let got = rules(&operator_relabelings(&m, &m.spec.endpoints[0], Role::EndpointSlice));
+        assert_eq!(got[4], rule(&["__meta_kubernetes_endpointslice_port_name"], "", "web", "", "", "keep"));
+        assert_eq!(got[5].0[0], "__meta_kubernetes_endpointslice_address_target_kind");
+    }
+
+    #[test]
+    fn pod_monitor_relabelings_are_the_operators() {
+        let m = monitor(
+            MonitorKind::Pod,
+            serde_json::json!({
+                "selector": {"matchLabels": {"app": "web"}},
+                "namespaceSelector": {"any": true},
+                "podMetricsEndpoints": [{"targetPort": 8080, "filterRunning": false}],
+            }),
+        );
+        let got = rules(&operator_relabelings(&m, &m.spec.pod_metrics_endpoints[0], Role::Endpoints));
+        let want = vec![
+            rule(&["job"], "", "", "__tmp_prometheus_job_name", "", ""),
+            rule(
+                &["__meta_kubernetes_pod_label_app", "__meta_kubernetes_pod_labelpresent_app"],
+                "",
+                "(web);true",
+                "",
+                "",
+                "keep",
+            ),
+            rule(&["__meta_kubernetes_pod_container_port_number"], "", "8080", "", "", "keep"),
+            rule(&["__meta_kubernetes_namespace"], "", "", "namespace", "", ""),
+            rule(&["__meta_kubernetes_pod_container_name"], "", "", "container", "", ""),
+            rule(&["__meta_kubernetes_pod_name"], "", "", "pod", "", ""),
+            rule(&[], "", "", "job", "default/test", ""),
+            rule(&[], "", "", "endpoint", "8080", ""),
+        ];
+        assert_eq!(got, want);
+        let job = endpoint_job(&m, 0, &m.spec.pod_metrics_endpoints[0], &config(), &Secrets::new()).expect("job");
+        assert_eq!(job.job_name, "podMonitor/default/test/0");
+        assert_eq!(job.kubernetes_sd[0].role, Role::Pod);
+        assert!(job.kubernetes_sd[0].namespaces.is_empty(), "any: every namespace");
+    }
+
+    #[test]
+    fn endpoint_credentials_come_from_secrets_and_bad_endpoints_are_reported() {
+        let m = monitor(
+            MonitorKind::Service,
+            serde_json::json!({
+                "endpoints": [
+                    {"port": "a", "basicAuth": {"username": {"name": "s", "key": "user"}, "password": {"name": "s", "key": "pass"}}},
+                    {"port": "b", "bearerTokenSecret": {"name": "s", "key": "missing"}},
+                    {"port": "c", "interval": "5s", "scrapeTimeout": "10s"},
+                    {"port": "d", "metricRelabelings": [{"action": "keep", "regex": "("}]},
+                    {"port": "e", "authorization": {"credentials": {"name": "s", "key": "user"}}, "scheme": "https",
+                     "tlsConfig": {"insecureSkipVerify": true, "serverName": "x"}},
+                ],
+            }),
+        );
+        let secrets: Secrets = [
+            (("default".into(), "s".into(), "user".into()), "alice".into()),
+            (("default".into(), "s".into(), "pass".into()), "pw".into()),
+        ]
+        .into();
+        let (jobs, errors) = generate(std::slice::from_ref(&m), &config(), &secrets);
+        let names: Vec<&str> = jobs.iter().map(|j| j.job_name.as_str()).collect();
+        assert_eq!(names, ["serviceMonitor/default/test/0", "serviceMonitor/default/test/4"]);
+        assert_eq!(
+            jobs[0].auth,
+            ScrapeAuth::Basic { username: "alice".into(), password: Some(Secret::Inline("pw".into())) }
+        );
+        assert_eq!(
+            jobs[1].auth,
+            ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(Secret::Inline("alice".into())) }
+        );
+        assert!(jobs[1].tls.insecure_skip_verify && jobs[1].scheme == "https");
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].contains("missing"), "{errors:?}");
+        assert!(errors[1].contains("scrapeTimeout"), "{errors:?}");
+        assert!(errors[2].contains("metricRelabelings"), "{errors:?}");
+    }
+
+    #[test]
+    fn label_selectors_match_as_kubernetes_does() {
+        let sel: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"a": "1"},
+            "matchExpressions": [{"key": "b", "operator": "NotIn", "values": ["x"]}, {"key": "c", "operator": "Exists"}],
+        }))
+        .expect("selector");
+        let l = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        };
+        assert!(sel.matches(&l(&[("a", "1"), ("c", "")])));
+        assert!(!sel.matches(&l(&[("a", "1"), ("b", "x"), ("c", "")])));
+        assert!(!sel.matches(&l(&[("a", "1")])));
+        assert!(LabelSelector::default().matches(&l(&[])));
+    }
+}

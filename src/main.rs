@@ -153,6 +153,9 @@ struct StandaloneArgs {
     /// Most samples a query may hold in memory.
     #[arg(long = "query.max-samples", default_value_t = 50_000_000)]
     max_samples: usize,
+    /// Serve `POST /-/reload` (re-read `--config.file`), as Prometheus' flag.
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
 }
 
 fn main() -> ExitCode {

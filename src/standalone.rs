@@ -27,6 +27,53 @@ fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
 
 /// How `/api/v1/targets` turns loopback scrape URLs into `globalUrl`: this
 /// machine's host name, as Prometheus' default external URL has it.
+/// Re-reads the config file: a valid file replaces the scrape jobs
+/// (unchanged jobs keep running); an invalid one leaves the running
+/// configuration and is returned as the error.
+async fn reload_config(
+    path: &std::path::Path,
+    reload: &tokio::sync::mpsc::Sender<Vec<ScrapeJob>>,
+) -> Result<(), String> {
+    match crate::config::load(path) {
+        Ok(config) => {
+            reload.send(config.scrape_jobs).await.map_err(|_| "the scrape manager has stopped".to_owned())?;
+            tracing::info!(file = %path.display(), "configuration reloaded");
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "reloading the configuration failed; keeping the running one");
+            Err(e.to_string())
+        }
+    }
+}
+
+/// `POST` (or `PUT`) `/-/reload`, as Prometheus serves it: 200 once the
+/// config file is re-read, 500 with the reason when it is invalid, 403
+/// without `--web.enable-lifecycle`.
+fn reload_router(
+    path: Option<std::path::PathBuf>,
+    reload: Option<tokio::sync::mpsc::Sender<Vec<ScrapeJob>>>,
+    enabled: bool,
+) -> axum::Router {
+    use axum::http::StatusCode;
+    let handler = move || {
+        let (path, reload) = (path.clone(), reload.clone());
+        async move {
+            if !enabled {
+                return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.".to_owned());
+            }
+            let (Some(path), Some(reload)) = (path, reload) else {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "no --config.file to reload".to_owned());
+            };
+            match reload_config(&path, &reload).await {
+                Ok(()) => (StatusCode::OK, String::new()),
+                Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}")),
+            }
+        }
+    };
+    axum::Router::new().route("/-/reload", axum::routing::post(handler.clone()).put(handler))
+}
+
 /// Re-reads the config file on SIGHUP, as Prometheus does: a valid file
 /// replaces the scrape jobs (unchanged jobs keep running); an invalid one is
 /// logged and the running configuration stays.
@@ -43,14 +90,10 @@ async fn reload_on_sighup(
                 _ = hup.recv() => {}
                 _ = stop.changed() => return,
             }
-            match crate::config::load(&path) {
-                Ok(config) => {
-                    if reload.send(config.scrape_jobs).await.is_err() {
-                        return;
-                    }
-                    tracing::info!(file = %path.display(), "configuration reloaded");
-                }
-                Err(e) => tracing::error!(error = %e, "reloading the configuration failed; keeping the running one"),
+            if let Err(e) = reload_config(&path, &reload).await
+                && e == "the scrape manager has stopped"
+            {
+                return;
             }
         }
     }
@@ -120,9 +163,11 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         scrapes.set_operator(op);
     }
     let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
-    if let Some(path) = args.config_file.clone() {
-        tokio::spawn(reload_on_sighup(path, scrapes.reloader(), stop_rx.clone()));
+    let reloader = args.config_file.as_ref().map(|_| scrapes.reloader());
+    if let (Some(path), Some(reload)) = (args.config_file.clone(), reloader.clone()) {
+        tokio::spawn(reload_on_sighup(path, reload, stop_rx.clone()));
     }
+    let router = router.merge(reload_router(args.config_file.clone(), reloader, args.enable_lifecycle));
     let scrape_task = tokio::spawn(scrapes.run(stop_rx.clone()));
     let flush_task = tokio::spawn(storage.clone().run_flusher(stop_rx));
 

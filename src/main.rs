@@ -77,6 +77,16 @@ struct CollectorArgs {
     serve: ServeArgs,
     #[command(flatten)]
     nats: NatsArgs,
+    /// DaemonSet mode: scrape only the targets on this node (and a share of
+    /// those with no node, spread over the live collectors).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Namespace of the collectors' Leases (default: the own namespace).
+    #[arg(long = "sharding.namespace")]
+    sharding_namespace: Option<String>,
+    /// Kubeconfig for the Leases (default: the in-cluster service account).
+    #[arg(long = "sharding.kubeconfig")]
+    sharding_kubeconfig: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -227,8 +237,16 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
-            strata_collector::serve(config.scrape_jobs, config.operator, args.serve.listen, deps, shutdown_signal())
-                .await?;
+            let sharding = args.node_name.map(|node_name| strata_collector::ShardingOptions {
+                node_name,
+                access: match args.sharding_kubeconfig {
+                    Some(k) => strata_collector::discovery::kubernetes::config::ApiAccess::Kubeconfig(k),
+                    None => strata_collector::discovery::kubernetes::config::ApiAccess::InCluster,
+                },
+                namespace: args.sharding_namespace,
+            });
+            let options = strata_collector::CollectorOptions { operator: config.operator, sharding };
+            strata_collector::serve(config.scrape_jobs, options, args.serve.listen, deps, shutdown_signal()).await?;
             Ok(())
         }
         Role::Querier(args) => {

@@ -20,6 +20,7 @@ use crate::discovery::kubernetes::monitors::{MonitorController, OperatorConfig};
 use crate::discovery::{Discoverer, GroupSender, StaticDiscoverer, TargetGroup, Update};
 use crate::exposition::{Entry, Format, Parser};
 use crate::relabel;
+use crate::sharding::Sharding;
 use crate::status::{ActiveTarget, HealthState, MetricMetadata, PoolStatus, ScrapeStatus, SharedHealth};
 use crate::target::{Outcome, Target, targets_from_group};
 
@@ -101,6 +102,7 @@ pub struct ScrapeManager {
     file_poll: Duration,
     reloads: Option<mpsc::Receiver<Vec<ScrapeJob>>>,
     operator: Option<OperatorConfig>,
+    sharding: Option<Sharding>,
 }
 
 /// A running target loop.
@@ -156,6 +158,7 @@ impl ScrapeManager {
             file_poll: crate::discovery::file::POLL_INTERVAL,
             reloads: None,
             operator: None,
+            sharding: None,
         })
     }
 
@@ -187,6 +190,12 @@ impl ScrapeManager {
         self.operator = Some(operator);
     }
 
+    /// Scrapes only the targets `sharding` assigns to this collector, and
+    /// re-assigns them when the live collectors change.
+    pub fn set_sharding(&mut self, sharding: Sharding) {
+        self.sharding = Some(sharding);
+    }
+
     /// Discovers and scrapes until `shutdown` turns true, then stops every
     /// loop, each writing staleness markers for the series it had produced.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -212,6 +221,7 @@ impl ScrapeManager {
             runtimes.insert(id, rt);
         }
         let mut reloads = self.reloads.take();
+        let mut members = self.sharding.clone();
         loop {
             tokio::select! {
                 // The manager holds a sender: this never ends while it runs.
@@ -227,6 +237,16 @@ impl ScrapeManager {
                 Some(jobs) = async { match monitor_updates.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
                     monitor_jobs = jobs;
                     self.reload(&mut runtimes, merge_jobs(&configured, &monitor_jobs), &mut tasks);
+                }
+                changed = async { match members.as_mut() { Some(m) => m.changed().await, None => std::future::pending().await } } => {
+                    if changed {
+                        for rt in runtimes.values_mut() {
+                            self.apply(rt, usize::MAX, Vec::new(), &mut tasks.loops);
+                        }
+                    } else {
+                        // The membership task is gone: the last view stays.
+                        members = None;
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
@@ -327,6 +347,9 @@ impl ScrapeManager {
                     }
                 }
             }
+        }
+        if let Some(s) = &self.sharding {
+            active.retain(|t| s.owns(&t.discovered, &t.all_labels));
         }
         let wanted: HashSet<Labels> = active.iter().map(|t| t.all_labels.clone()).collect();
         rt.loops.retain(|id, l| {

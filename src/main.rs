@@ -87,6 +87,10 @@ struct CollectorArgs {
     /// Kubeconfig for the Leases (default: the in-cluster service account).
     #[arg(long = "sharding.kubeconfig")]
     sharding_kubeconfig: Option<String>,
+    /// Count Kubernetes Events as `strata_kubernetes_events_total` (one
+    /// collector at a time, through a Lease in `--sharding.namespace`).
+    #[arg(long = "kubernetes.events")]
+    kubernetes_events: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,15 +241,25 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
+            let access = match args.sharding_kubeconfig {
+                Some(k) => strata_collector::discovery::kubernetes::config::ApiAccess::Kubeconfig(k),
+                None => strata_collector::discovery::kubernetes::config::ApiAccess::InCluster,
+            };
+            let events = args.kubernetes_events.then(|| strata_collector::EventsOptions {
+                identity: args
+                    .node_name
+                    .clone()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| "strata-collector".to_owned()),
+                access: access.clone(),
+                namespace: args.sharding_namespace.clone(),
+            });
             let sharding = args.node_name.map(|node_name| strata_collector::ShardingOptions {
                 node_name,
-                access: match args.sharding_kubeconfig {
-                    Some(k) => strata_collector::discovery::kubernetes::config::ApiAccess::Kubeconfig(k),
-                    None => strata_collector::discovery::kubernetes::config::ApiAccess::InCluster,
-                },
+                access,
                 namespace: args.sharding_namespace,
             });
-            let options = strata_collector::CollectorOptions { operator: config.operator, sharding };
+            let options = strata_collector::CollectorOptions { operator: config.operator, sharding, events };
             strata_collector::serve(config.scrape_jobs, options, args.serve.listen, deps, shutdown_signal()).await?;
             Ok(())
         }

@@ -9,6 +9,7 @@
 //! - [`relabel`]: `relabel_configs` and `metric_relabel_configs`, as Prometheus.
 //! - [`scrape`]: one loop per target; samples go to an [`strata_model::Append`].
 //! - [`sharding`]: node-local sharding of targets over collectors (Leases).
+//! - [`events`]: Kubernetes Events counted by one collector at a time (a Lease).
 //!
 //! [`serve`] runs the collector role on its own: the scrape loops shipping to
 //! any `Append` (the JetStream ingest log in the distributed setup), the
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod discovery;
+pub mod events;
 pub mod exposition;
 pub mod relabel;
 pub mod scrape;
@@ -57,9 +59,22 @@ pub struct ShardingOptions {
     pub namespace: Option<String>,
 }
 
+/// Settings of the Kubernetes Events watcher.
+#[derive(Debug, Clone)]
+pub struct EventsOptions {
+    /// This collector's name in the Lease.
+    pub identity: String,
+    /// How to reach the API server.
+    pub access: discovery::kubernetes::config::ApiAccess,
+    /// The Lease's namespace (default: the client's own namespace).
+    pub namespace: Option<String>,
+}
+
 /// Optional parts of the collector role.
 #[derive(Debug, Clone, Default)]
 pub struct CollectorOptions {
+    /// Kubernetes Events counted by one collector at a time.
+    pub events: Option<EventsOptions>,
     /// ServiceMonitors and PodMonitors to scrape.
     pub operator: Option<discovery::kubernetes::monitors::OperatorConfig>,
     /// Node-local sharding.
@@ -86,6 +101,27 @@ async fn run_membership(
     };
     let ns = s.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
     sharding::LeaseMembership::new(client, ns, s.node_name, clock).run(out, stop).await;
+}
+
+/// Campaigns for the Events Lease and counts Events while holding it.
+async fn run_events(
+    e: EventsOptions,
+    clock: Arc<dyn Clock>,
+    metrics: events::EventMetrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let client = loop {
+        match discovery::kubernetes::client::build(&e.access).await {
+            Ok(c) => break c,
+            Err(err) => tracing::warn!(error = %err, "kubernetes events: cannot build the API client"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+    };
+    let ns = e.namespace.clone().unwrap_or_else(|| client.default_namespace().to_owned());
+    events::EventsWatcher::new(client, ns, e.identity, clock, metrics).run(stop).await;
 }
 
 /// Runs `strata collector`: scrapes `jobs` (and the jobs of the selected
@@ -121,7 +157,11 @@ pub async fn serve(
         tokio::spawn(run_membership(s, Arc::clone(&deps.clock), tx, stop_rx.clone()))
     });
     let router = status::status_router(scrapes.status(), status::GlobalUrlOptions::for_listen(listen))
-        .merge(admin_router(deps.telemetry, readiness.clone()));
+        .merge(admin_router(deps.telemetry.clone(), readiness.clone()));
+    let events_task = options.events.map(|e| {
+        let metrics = events::EventMetrics::new(&deps.telemetry);
+        tokio::spawn(run_events(e, Arc::clone(&deps.clock), metrics, stop_rx.clone()))
+    });
     let loops = tokio::spawn(scrapes.run(stop_rx));
     tracing::info!(%listen, "collector listening");
     readiness.set_ready();
@@ -130,6 +170,9 @@ pub async fn serve(
     let _ = loops.await;
     if let Some(m) = membership {
         let _ = m.await;
+    }
+    if let Some(e) = events_task {
+        let _ = e.await;
     }
     served.map_err(|e| CollectorError::Serve(e.to_string()))
 }

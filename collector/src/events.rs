@@ -24,7 +24,7 @@ use k8s_openapi::api::core::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -222,8 +222,10 @@ impl EventsWatcher {
             let mut counter = EventCounter::default();
             let mut initial: Vec<Event> = Vec::new();
             let mut baseline_done = false;
-            let mut events =
-                watcher(Api::<Event>::all(self.client.clone()), watcher::Config::default()).default_backoff().boxed();
+            let mut events = crate::discovery::kubernetes::watch_relisting(
+                Api::<Event>::all(self.client.clone()),
+                watcher::Config::default(),
+            );
             let mut renew = tokio::time::interval(self.renew_every);
             renew.tick().await;
             loop {

@@ -316,3 +316,20 @@ async fn endpointslices_services_nodes_selectors_namespaces_and_credentials() {
     assert!(server.delete("v1", "Node", "", "n1"));
     nodes.until("node gone", |g| g.is_empty()).await;
 }
+
+#[tokio::test]
+async fn a_410_as_http_status_also_relists() {
+    let server = FakeApiServer::start().await.expect("fake API server");
+    server.set_gone_as_http_status(true);
+    server.apply(service("one", json!({}))).expect("service one");
+    let mut groups = Groups::start(KubernetesDiscoverer::new(config(Role::Service, &server.url())));
+    groups.until("service one", |g| g.contains_key("svc/default/one")).await;
+    let lists = server.list_count();
+    server.pause_watches();
+    assert!(server.delete("v1", "Service", "default", "one"));
+    server.apply(service("two", json!({}))).expect("service two");
+    server.compact();
+    server.resume_watches();
+    groups.until("service two only", |g| g.len() == 1 && g.contains_key("svc/default/two")).await;
+    assert!(server.gone_count() >= 1 && server.list_count() > lists);
+}

@@ -30,6 +30,7 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Api;
 use kube::runtime::{WatchStreamExt, watcher};
+
 use prometheus_client::metrics::counter::Counter;
 use strata_model::{BoxFuture, LabelsBuilder};
 use tokio::sync::watch;
@@ -257,12 +258,36 @@ enum WatchEvent {
 
 type EventStream = BoxStream<'static, (usize, Result<WatchEvent, String>)>;
 
+/// A kube-rs watcher (with its default backoff) that also relists when the
+/// API server refuses to start a watch with HTTP 410 Gone: kube-rs relists
+/// on a 410 `ERROR` event inside a watch stream, but retries a refused watch
+/// start forever with the same expired version. Here the watcher is
+/// recreated, which lists again.
+pub(crate) fn watch_relisting<K>(
+    api: Api<K>,
+    cfg: watcher::Config,
+) -> BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    type Inner<K> = BoxStream<'static, Result<watcher::Event<K>, watcher::Error>>;
+    futures::stream::unfold(None::<Inner<K>>, move |current| {
+        let (api, cfg) = (api.clone(), cfg.clone());
+        async move {
+            let mut s = current.unwrap_or_else(|| watcher(api, cfg).default_backoff().boxed());
+            let item = s.next().await?;
+            let gone = matches!(&item, Err(watcher::Error::WatchStartFailed(kube::Error::Api(st))) if st.code == 410);
+            Some((item, if gone { None } else { Some(s) }))
+        }
+    })
+    .boxed()
+}
+
 fn watch_stream<K>(api: Api<K>, cfg: watcher::Config, id: usize, wrap: fn(K) -> Object) -> EventStream
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, cfg)
-        .default_backoff()
+    watch_relisting(api, cfg)
         .map(move |r| {
             let ev = r
                 .map(|e| match e {

@@ -26,7 +26,7 @@ use futures::stream::SelectAll;
 use k8s_openapi::api::core::v1::{Namespace, Secret as K8sSecret};
 use kube::Api;
 use kube::api::{ApiResource, DynamicObject};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use prometheus_client::metrics::counter::Counter;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
@@ -878,8 +878,7 @@ impl MonitorController {
         if self.config.service_monitor_selector.is_some() {
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource("ServiceMonitor", "servicemonitors"));
             streams.push(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
+                super::watch_relisting(api, watcher::Config::default())
                     .map(|r| r.map(|e| Change::Monitor(MonitorKind::Service, e)).map_err(|e| e.to_string()))
                     .boxed(),
             );
@@ -888,8 +887,7 @@ impl MonitorController {
         if self.config.pod_monitor_selector.is_some() {
             let api = Api::<DynamicObject>::all_with(client.clone(), &resource("PodMonitor", "podmonitors"));
             streams.push(
-                watcher(api, watcher::Config::default())
-                    .default_backoff()
+                super::watch_relisting(api, watcher::Config::default())
                     .map(|r| r.map(|e| Change::Monitor(MonitorKind::Pod, e)).map_err(|e| e.to_string()))
                     .boxed(),
             );
@@ -902,8 +900,7 @@ impl MonitorController {
                 .any(|s| !s.is_empty());
         if needs_namespaces {
             streams.push(
-                watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-                    .default_backoff()
+                super::watch_relisting(Api::<Namespace>::all(client.clone()), watcher::Config::default())
                     .map(|r| r.map(Change::Namespace).map_err(|e| e.to_string()))
                     .boxed(),
             );

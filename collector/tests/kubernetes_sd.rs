@@ -333,3 +333,80 @@ async fn a_410_as_http_status_also_relists() {
     groups.until("service two only", |g| g.len() == 1 && g.contains_key("svc/default/two")).await;
     assert!(server.gone_count() >= 1 && server.list_count() > lists);
 }
+
+/// A TLS-terminating proxy on 127.0.0.1 in front of the fake API server,
+/// with a certificate for 127.0.0.1 signed by a fresh CA; returns the URL
+/// and the CA's PEM file.
+async fn tls_proxy(server: &FakeApiServer, dir: &std::path::Path) -> (String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    use std::sync::Arc;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let key = KeyPair::generate().expect("key");
+    let cert =
+        CertificateParams::new(vec!["127.0.0.1".to_owned()]).expect("params").signed_by(&key, &ca).expect("cert");
+    let ca_file = dir.join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write CA");
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).expect("key der"),
+        )
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let upstream = server.url().trim_start_matches("http://").to_owned();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, upstream) = (acceptor.clone(), upstream.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut up) = tokio::net::TcpStream::connect(&upstream).await else { return };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
+            });
+        }
+    });
+    (format!("https://{addr}"), ca_file.display().to_string())
+}
+
+#[tokio::test]
+async fn an_https_api_server_is_verified_with_the_configured_ca() {
+    let server = FakeApiServer::start().await.expect("fake API server");
+    server.apply(pod("tls", "10.9.0.1", json!({}), 80)).expect("pod");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (url, ca_file) = tls_proxy(&server, dir.path()).await;
+    let mut cfg = config(Role::Pod, &url);
+    cfg.access = ApiAccess::Server {
+        url: url.clone(),
+        auth: ScrapeAuth::None,
+        tls: TlsConfig { ca_file, ..TlsConfig::default() },
+    };
+    let mut groups = Groups::start(KubernetesDiscoverer::new(cfg));
+    groups.until("the pod, over TLS", |g| g.contains_key("pod/default/tls")).await;
+
+    // Without the CA (system roots only), the server is not trusted.
+    let failures = prometheus_client::metrics::counter::Counter::<u64>::default();
+    let mut untrusted =
+        Groups::start(KubernetesDiscoverer::new(config(Role::Pod, &url)).with_failures(failures.clone()));
+    let deadline = Instant::now() + WAIT;
+    while failures.get() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failures.get() > 0, "an unknown CA is a failure");
+    assert!(untrusted.rx.try_recv().is_err());
+    // insecure_skip_verify accepts it.
+    let mut cfg = config(Role::Pod, &url);
+    cfg.access = ApiAccess::Server {
+        url,
+        auth: ScrapeAuth::None,
+        tls: TlsConfig { insecure_skip_verify: true, ..TlsConfig::default() },
+    };
+    let mut insecure = Groups::start(KubernetesDiscoverer::new(cfg));
+    insecure.until("the pod, unverified", |g| g.contains_key("pod/default/tls")).await;
+}

@@ -10,6 +10,10 @@
 //! `pod/<ns>/<name>`, `svc/<ns>/<name>`, `endpoints/<ns>/<name>`,
 //! `endpointslice/<ns>/<name>`, `node/<name>`, as in Prometheus) and only
 //! the groups that changed are sent; a vanished object's group is sent empty.
+//! After a (re)list every group is rebuilt; after single changes only the
+//! groups they can touch (an Endpoints object when its service or one of its
+//! pods changes, a pod when its node changes, ...), checked against a full
+//! rebuild by `tests.rs`.
 
 pub mod client;
 pub mod config;
@@ -233,6 +237,159 @@ pub fn build_groups(role: Role, store: &Store, attach_node: bool) -> BTreeMap<St
     groups.into_iter().filter(|g| !g.targets.is_empty()).map(|g| (g.source.clone(), g)).collect()
 }
 
+/// What changed in a store since the groups were last built.
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Rebuild everything (after a (re)list).
+    pub full: bool,
+    /// Objects applied or deleted: kind, namespace, name.
+    objects: Vec<(Kind, String, String)>,
+}
+
+impl Dirty {
+    /// Records a change of `o`.
+    pub fn mark(&mut self, o: &Object) {
+        let (kind, meta) = match o {
+            Object::Pod(p) => (Kind::Pod, &p.metadata),
+            Object::Service(s) => (Kind::Service, &s.metadata),
+            Object::Endpoints(e) => (Kind::Endpoints, &e.metadata),
+            Object::EndpointSlice(e) => (Kind::EndpointSlice, &e.metadata),
+            Object::Node(n) => (Kind::Node, &n.metadata),
+        };
+        let (ns, name) = key_of(meta);
+        self.objects.push((kind, ns, name));
+    }
+
+    fn is_empty(&self) -> bool {
+        !self.full && self.objects.is_empty()
+    }
+
+    fn of(&self, kind: Kind) -> impl Iterator<Item = (&str, &str)> {
+        self.objects.iter().filter(move |(k, _, _)| *k == kind).map(|(_, ns, n)| (ns.as_str(), n.as_str()))
+    }
+}
+
+type Key = (String, String);
+
+/// The keys of the role's objects whose groups the changes in `dirty` may
+/// change; `None`: all of them.
+fn affected(role: Role, store: &Store, attach_node: bool, dirty: &Dirty) -> Option<std::collections::BTreeSet<Key>> {
+    use std::collections::BTreeSet;
+    if dirty.full {
+        return None;
+    }
+    let own = |k: Kind| -> BTreeSet<Key> { dirty.of(k).map(|(ns, n)| (ns.to_owned(), n.to_owned())).collect() };
+    let nodes: BTreeSet<&str> = dirty.of(Kind::Node).map(|(_, n)| n).collect();
+    let pods: BTreeSet<(&str, &str)> = dirty.of(Kind::Pod).collect();
+    let refers = |r: Option<&k8s_openapi::api::core::v1::ObjectReference>| {
+        r.is_some_and(|r| {
+            r.kind.as_deref() == Some("Pod")
+                && pods.contains(&(r.namespace.as_deref().unwrap_or_default(), r.name.as_deref().unwrap_or_default()))
+        })
+    };
+    match role {
+        Role::Pod => {
+            let mut out = own(Kind::Pod);
+            if attach_node && !nodes.is_empty() {
+                for (k, p) in &store.pods {
+                    if p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| nodes.contains(n)) {
+                        out.insert(k.clone());
+                    }
+                }
+            }
+            Some(out)
+        }
+        Role::Service => Some(own(Kind::Service)),
+        Role::Node => Some(dirty.of(Kind::Node).map(|(_, n)| (String::new(), n.to_owned())).collect()),
+        Role::Endpoints | Role::EndpointSlice if attach_node && !nodes.is_empty() => None,
+        Role::Endpoints => {
+            let mut out = own(Kind::Endpoints);
+            out.extend(own(Kind::Service));
+            if !pods.is_empty() {
+                for (k, e) in &store.endpoints {
+                    let hit = e.subsets.iter().flatten().any(|ss| {
+                        ss.addresses
+                            .iter()
+                            .chain(ss.not_ready_addresses.iter())
+                            .flatten()
+                            .any(|a| refers(a.target_ref.as_ref()))
+                    });
+                    if hit {
+                        out.insert(k.clone());
+                    }
+                }
+            }
+            Some(out)
+        }
+        Role::EndpointSlice => {
+            let mut out = own(Kind::EndpointSlice);
+            let services = own(Kind::Service);
+            for (k, e) in &store.slices {
+                let svc = e.metadata.labels.as_ref().and_then(|l| l.get("kubernetes.io/service-name"));
+                let by_service = svc.is_some_and(|s| services.contains(&(k.0.clone(), s.clone())));
+                let by_pod = !pods.is_empty() && e.endpoints.iter().any(|ep| refers(ep.target_ref.as_ref()));
+                if by_service || by_pod {
+                    out.insert(k.clone());
+                }
+            }
+            Some(out)
+        }
+    }
+}
+
+/// The group of the role's object `key` (`None`: no such object, or no targets) and its source.
+fn build_one(role: Role, store: &Store, attach_node: bool, key: &Key) -> (String, Option<TargetGroup>) {
+    let (ns, name) = key;
+    let (source, group) = match role {
+        Role::Pod => (pod::source(ns, name), store.pods.get(key).map(|p| pod::build(p, store, attach_node))),
+        Role::Service => (format!("svc/{ns}/{name}"), store.services.get(key).map(service::build)),
+        Role::Endpoints => (
+            format!("endpoints/{ns}/{name}"),
+            store.endpoints.get(key).map(|e| endpoints::build(e, store, attach_node)),
+        ),
+        Role::EndpointSlice => (
+            format!("endpointslice/{ns}/{name}"),
+            store.slices.get(key).map(|e| endpointslice::build(e, store, attach_node)),
+        ),
+        Role::Node => (format!("node/{name}"), store.nodes.get(name).and_then(node::build)),
+    };
+    (source, group.filter(|g| !g.targets.is_empty()))
+}
+
+/// Brings `sent` up to date with the store after the changes in `dirty`;
+/// returns the groups that changed (empty ones for vanished sources).
+pub fn update_groups(
+    role: Role,
+    store: &Store,
+    attach_node: bool,
+    dirty: &Dirty,
+    sent: &mut BTreeMap<String, TargetGroup>,
+) -> Vec<TargetGroup> {
+    let Some(keys) = affected(role, store, attach_node, dirty) else {
+        let groups = build_groups(role, store, attach_node);
+        let changed = diff(sent, &groups);
+        *sent = groups;
+        return changed;
+    };
+    let mut changed = Vec::new();
+    for key in &keys {
+        match build_one(role, store, attach_node, key) {
+            (source, Some(g)) => {
+                if sent.get(&source) != Some(&g) {
+                    sent.insert(source, g.clone());
+                    changed.push(g);
+                }
+            }
+            (source, None) => {
+                if sent.remove(&source).is_some() {
+                    changed.push(TargetGroup { source, ..TargetGroup::default() });
+                }
+            }
+        }
+    }
+    changed
+}
+
 /// What changed between two group maps: new or different groups, and
 /// empty groups for vanished sources.
 pub fn diff(before: &BTreeMap<String, TargetGroup>, after: &BTreeMap<String, TargetGroup>) -> Vec<TargetGroup> {
@@ -440,6 +597,7 @@ impl Discoverer for KubernetesDiscoverer {
             let (mut watches, mut streams) = self.streams(&client);
             let mut store = Store::default();
             let mut sent: BTreeMap<String, TargetGroup> = BTreeMap::new();
+            let mut dirty = Dirty::default();
             let role = self.config.role;
             loop {
                 let first = tokio::select! {
@@ -447,19 +605,18 @@ impl Discoverer for KubernetesDiscoverer {
                     _ = shutdown.changed() => return,
                 };
                 let Some(first) = first else { return };
-                let mut dirty = false;
                 let mut next = Some(first);
-                // Apply the event and every one already waiting, then rebuild once.
+                // Apply the event and every one already waiting, then rebuild
+                // once the groups they touch (everything after a list).
                 while let Some((id, ev)) = next {
-                    dirty |= self.handle(&mut watches[id], &mut store, ev);
+                    self.handle(&mut watches[id], &mut store, ev, &mut dirty);
                     next = streams.next().now_or_never().flatten();
                 }
-                if !dirty || !watches.iter().all(|w| w.synced) {
+                if dirty.is_empty() || !watches.iter().all(|w| w.synced) {
                     continue;
                 }
-                let groups = build_groups(role, &store, self.config.attach_node);
-                let changed = diff(&sent, &groups);
-                sent = groups;
+                let changed = update_groups(role, &store, self.config.attach_node, &dirty, &mut sent);
+                dirty = Dirty::default();
                 if !changed.is_empty() && !out.send(changed).await {
                     return;
                 }
@@ -469,34 +626,27 @@ impl Discoverer for KubernetesDiscoverer {
 }
 
 impl KubernetesDiscoverer {
-    /// Applies one watcher event; true when the store changed.
-    fn handle(&self, w: &mut Watch, store: &mut Store, ev: Result<WatchEvent, String>) -> bool {
+    /// Applies one watcher event, recording what changed in `dirty`.
+    fn handle(&self, w: &mut Watch, store: &mut Store, ev: Result<WatchEvent, String>, dirty: &mut Dirty) {
         match ev {
             Err(e) => {
                 self.failures.inc();
                 tracing::warn!(error = %e, kind = w.kind.role().as_str(), namespace = ?w.namespace, "kubernetes SD watch failed; retrying");
-                false
             }
-            Ok(WatchEvent::Init) => {
-                w.buffer = Some(Vec::new());
-                false
-            }
-            Ok(WatchEvent::InitApply(o)) => {
-                w.buffer.get_or_insert_with(Vec::new).push(o);
-                false
-            }
+            Ok(WatchEvent::Init) => w.buffer = Some(Vec::new()),
+            Ok(WatchEvent::InitApply(o)) => w.buffer.get_or_insert_with(Vec::new).push(o),
             Ok(WatchEvent::InitDone) => {
                 store.replace(w.kind, w.namespace.as_deref(), w.buffer.take().unwrap_or_default());
                 w.synced = true;
-                true
+                dirty.full = true;
             }
             Ok(WatchEvent::Apply(o)) => {
+                dirty.mark(&o);
                 store.apply(o);
-                true
             }
             Ok(WatchEvent::Delete(o)) => {
+                dirty.mark(&o);
                 store.remove(&o);
-                true
             }
         }
     }

@@ -484,3 +484,90 @@ fn label_names_are_sanitized_as_prometheus_does() {
     assert_eq!(sanitize_label_name("a-b_c9"), "a_b_c9");
     assert_eq!(join_host_port("::1", 80), "[::1]:80");
 }
+
+/// A small deterministic generator for the equivalence test.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+fn random_object(r: &mut Rng) -> Object {
+    let pod_ref = |r: &mut Rng| json!({"kind": "Pod", "namespace": "a", "name": format!("p{}", r.next(4))});
+    match r.next(5) {
+        0 => {
+            let ip = if r.next(4) == 0 { Value::Null } else { json!(format!("10.0.0.{}", r.next(3))) };
+            let ports = if r.next(2) == 0 {
+                json!([{"containerPort": 80}])
+            } else {
+                json!([{"containerPort": 80}, {"containerPort": 81}])
+            };
+            Object::Pod(Box::new(obj(json!({
+                "metadata": {"name": format!("p{}", r.next(4)), "namespace": "a", "labels": {"v": format!("{}", r.next(3))}},
+                "spec": {"nodeName": format!("n{}", r.next(2)), "containers": [{"name": "c", "ports": ports}]},
+                "status": {"podIP": ip},
+            }))))
+        }
+        1 => Object::Service(Box::new(obj(json!({
+            "metadata": {"name": format!("s{}", r.next(2)), "namespace": "a", "labels": {"v": format!("{}", r.next(3))}},
+            "spec": {"ports": [{"port": 80}]},
+        })))),
+        2 => Object::Endpoints(Box::new(obj(json!({
+            "metadata": {"name": format!("s{}", r.next(2)), "namespace": "a"},
+            "subsets": [{"addresses": [{"ip": "10.1.0.1", "nodeName": format!("n{}", r.next(2)), "targetRef": pod_ref(r)}],
+                         "notReadyAddresses": [{"ip": "10.1.0.2", "targetRef": pod_ref(r)}],
+                         "ports": [{"port": 80}]}],
+        })))),
+        3 => Object::EndpointSlice(Box::new(obj(json!({
+            "metadata": {"name": format!("x{}", r.next(3)), "namespace": "a",
+                         "labels": {"kubernetes.io/service-name": format!("s{}", r.next(2))}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.2.0.1"], "nodeName": format!("n{}", r.next(2)), "targetRef": pod_ref(r)}],
+            "ports": [{"port": 80}],
+        })))),
+        _ => Object::Node(Box::new(obj(json!({
+            "metadata": {"name": format!("n{}", r.next(2)), "labels": {"v": format!("{}", r.next(3))}},
+            "status": {"addresses": [{"type": "InternalIP", "address": "192.168.0.1"}],
+                       "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}}},
+        })))),
+    }
+}
+
+#[test]
+fn incremental_updates_equal_a_full_rebuild() {
+    for role in [Role::Pod, Role::Service, Role::Endpoints, Role::EndpointSlice, Role::Node] {
+        for attach in [false, true] {
+            let mut r = Rng(0x9e37_79b9_7f4a_7c15 ^ ((role as u64 + 1) * 31 + u64::from(attach)));
+            let mut store = Store::default();
+            let mut sent = BTreeMap::new();
+            let mut full = Dirty { full: true, ..Dirty::default() };
+            update_groups(role, &store, attach, &full, &mut sent);
+            let mut steps_with_changes = 0;
+            for step in 0..600 {
+                let o = random_object(&mut r);
+                let mut dirty = Dirty::default();
+                dirty.mark(&o);
+                if r.next(4) == 0 {
+                    store.remove(&o);
+                } else {
+                    store.apply(o);
+                }
+                let changed = update_groups(role, &store, attach, &dirty, &mut sent);
+                let want = build_groups(role, &store, attach);
+                assert_eq!(sent, want, "{role:?} attach={attach} step {step}");
+                assert!(changed.iter().all(|g| g.targets.is_empty() || want.get(&g.source) == Some(g)));
+                steps_with_changes += usize::from(!changed.is_empty());
+            }
+            assert!(steps_with_changes > 30, "{role:?}: only {steps_with_changes} steps changed groups");
+            full.full = true;
+            let mut again = BTreeMap::new();
+            update_groups(role, &store, attach, &full, &mut again);
+            assert_eq!(again, sent);
+        }
+    }
+}

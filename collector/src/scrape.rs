@@ -283,8 +283,12 @@ impl ScrapeManager {
             ));
         }
         for k in &job.kubernetes_sd {
+            let mut k = k.clone();
+            if let Some(s) = &self.sharding {
+                crate::sharding::restrict_pods_to_node(&mut k, s.node());
+            }
             providers.push(Box::new(
-                KubernetesDiscoverer::new(k.clone()).with_failures(self.metrics.sd_kubernetes_failures.clone()),
+                KubernetesDiscoverer::new(k).with_failures(self.metrics.sd_kubernetes_failures.clone()),
             ));
         }
         for (pi, d) in providers.into_iter().enumerate() {

@@ -28,6 +28,8 @@ use strata_common::Clock;
 use strata_model::Labels;
 use tokio::sync::watch;
 
+use crate::discovery::kubernetes::config::{KubernetesSdConfig, Role, Selector};
+
 /// Discovered labels naming the node of a target, in the order they are read.
 pub const NODE_LABELS: [&str; 4] = [
     "__meta_kubernetes_pod_node_name",
@@ -62,6 +64,22 @@ pub fn rendezvous_owner<'a>(members: &'a [String], key: &Labels) -> Option<&'a s
         })
         .max()
         .map(|(_, m)| m)
+}
+
+/// With role `pod`, watches only the pods scheduled on `node`
+/// (`spec.nodeName=<node>` added to the pod field selector): a collector
+/// then never lists the pods of the whole cluster. Other roles need
+/// cluster-wide objects (services, endpoints) and are filtered per target.
+pub fn restrict_pods_to_node(config: &mut KubernetesSdConfig, node: &str) {
+    if config.role != Role::Pod {
+        return;
+    }
+    let term = format!("spec.nodeName={node}");
+    match config.selectors.iter_mut().find(|s| s.role == Role::Pod) {
+        Some(s) if s.field.is_empty() => s.field = term,
+        Some(s) => s.field = format!("{},{term}", s.field),
+        None => config.selectors.push(Selector { role: Role::Pod, label: String::new(), field: term }),
+    }
 }
 
 /// Which targets this collector scrapes.
@@ -234,6 +252,27 @@ mod tests {
 
     fn labels(pairs: &[(&str, &str)]) -> Labels {
         Labels::from_pairs(pairs.iter().copied()).expect("labels")
+    }
+
+    #[test]
+    fn pod_discovery_is_restricted_to_the_node() {
+        let mut c = KubernetesSdConfig {
+            role: Role::Pod,
+            access: crate::discovery::kubernetes::config::ApiAccess::InCluster,
+            own_namespace: false,
+            namespaces: Vec::new(),
+            selectors: Vec::new(),
+            attach_node: false,
+        };
+        restrict_pods_to_node(&mut c, "n1");
+        assert_eq!(c.selectors[0].field, "spec.nodeName=n1");
+        c.selectors[0].field = "status.phase=Running".into();
+        restrict_pods_to_node(&mut c, "n1");
+        assert_eq!(c.selectors[0].field, "status.phase=Running,spec.nodeName=n1");
+        c.role = Role::Endpoints;
+        c.selectors.clear();
+        restrict_pods_to_node(&mut c, "n1");
+        assert!(c.selectors.is_empty(), "endpoints need every pod");
     }
 
     #[test]

@@ -125,6 +125,18 @@ async fn two_collectors_split_the_targets_and_one_takes_over() {
             && !sb.is_empty()
     };
     until("each collector with its node's pods and a disjoint share of the rest", split).await;
+    let requests = server.requests();
+    for node in ["n1", "n2"] {
+        let selector = format!("fieldSelector=spec.nodeName%3D{node}");
+        assert!(
+            requests.iter().any(|r| r.starts_with("GET /api/v1/pods?") && r.contains(&selector)),
+            "pods of {node} watched with a field selector: {requests:#?}"
+        );
+    }
+    assert!(
+        !requests.iter().any(|r| r.starts_with("GET /api/v1/pods?") && !r.contains("fieldSelector")),
+        "no collector lists every pod"
+    );
 
     // Collector two stops and deletes its Lease: one takes every node-less target.
     let _ = two.stop.send(true);

@@ -181,6 +181,8 @@ struct Shared {
     bookmark_interval_ms: AtomicU64,
     gone_as_status: AtomicBool,
     authorization: Mutex<Option<String>>,
+    /// Every request: method, path and query.
+    requests: Mutex<Vec<String>>,
     /// While true, new watch requests wait (before their version is checked).
     paused: tokio::sync::watch::Sender<bool>,
 }
@@ -235,6 +237,7 @@ impl FakeApiServer {
                 gone_as_status: AtomicBool::new(false),
                 authorization: Mutex::new(None),
                 paused: tokio::sync::watch::channel(false).0,
+                requests: Mutex::new(Vec::new()),
             }),
             addr: None,
             task: None,
@@ -299,6 +302,11 @@ impl FakeApiServer {
     /// Answers an expired watch with HTTP 410 instead of an `ERROR` event.
     pub fn set_gone_as_http_status(&self, yes: bool) {
         self.shared.gone_as_status.store(yes, Ordering::Relaxed);
+    }
+
+    /// Every request so far, as `METHOD /path?query` (percent-encoded as sent).
+    pub fn requests(&self) -> Vec<String> {
+        self.shared.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
 
     /// Lists served so far.
@@ -663,6 +671,10 @@ async fn handle(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    shared.requests.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(format!(
+        "{method} {}",
+        uri.path_and_query().map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
+    ));
     let required = shared.authorization.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     if let Some(want) = required {
         let got = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());

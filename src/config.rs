@@ -1,14 +1,19 @@
 //! The `--config.file`: Prometheus' `prometheus.yml`, the sections Strata
-//! runs today (`global`, `scrape_configs`, `rule_files`, `alerting`). Unknown
-//! fields are errors, and every problem is reported at once with
-//! `file:line:column` (rule files' problems name the rule file).
+//! runs today (`global`, `scrape_configs`, `rule_files`, `alerting`), plus
+//! Strata's `prometheus_operator` section (ServiceMonitors and PodMonitors
+//! read from the Kubernetes API). Unknown fields are errors, and every
+//! problem is reported at once with `file:line:column` (rule files'
+//! problems name the rule file).
 
 use std::fmt;
 use std::path::Path;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
-use strata_collector::config::{GlobalConfig, Problem, ScrapeConfig, ScrapeJob, validate};
+use strata_collector::config::{
+    DEFAULT_SCRAPE_INTERVAL, DEFAULT_SCRAPE_TIMEOUT, GlobalConfig, Problem, ScrapeConfig, ScrapeJob, validate,
+};
+use strata_collector::discovery::kubernetes::monitors::{self, OperatorConfig, RawOperatorConfig};
 use strata_ruler::RulerConfig;
 use strata_ruler::notifier::RawAlertingConfig;
 
@@ -28,6 +33,9 @@ pub struct FileConfig {
     /// Where alerts go (`alertmanagers`, `alert_relabel_configs`).
     #[serde(default)]
     pub alerting: RawAlertingConfig,
+    /// Strata: ServiceMonitors and PodMonitors to turn into scrape jobs
+    /// (selectors named as in the Prometheus resource).
+    pub prometheus_operator: Option<Spanned<RawOperatorConfig>>,
 }
 
 /// The validated file.
@@ -37,6 +45,8 @@ pub struct Config {
     pub scrape_jobs: Vec<ScrapeJob>,
     /// Rule groups, evaluation defaults and alerting.
     pub ruler: RulerConfig,
+    /// The `prometheus_operator` section, when present.
+    pub operator: Option<OperatorConfig>,
 }
 
 /// Everything wrong with a config file.
@@ -83,6 +93,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
         job.resolve_paths(dir);
     }
     config.ruler.alerting.resolve_paths(dir);
+    if let Some(op) = &mut config.operator {
+        op.resolve_paths(dir);
+    }
     Ok(config)
 }
 
@@ -144,6 +157,11 @@ fn parse_in(file: &str, text: &str, dir: Option<&Path>) -> Result<Config, Config
         problems.extend(p);
         Vec::new()
     });
+    let operator = raw.prometheus_operator.as_ref().and_then(|op| {
+        let interval = raw.global.scrape_interval.as_ref().map_or(DEFAULT_SCRAPE_INTERVAL, |d| d.value.0);
+        let timeout = raw.global.scrape_timeout.as_ref().map_or(DEFAULT_SCRAPE_TIMEOUT, |d| d.value.0).min(interval);
+        monitors::validate(op, interval, timeout).map_err(|p| problems.extend(p)).ok()
+    });
     let alerting = raw.alerting.validate(&mut problems);
     let evaluation_interval =
         raw.global.evaluation_interval.as_ref().map_or(std::time::Duration::from_secs(60), |d| d.value.0);
@@ -157,7 +175,7 @@ fn parse_in(file: &str, text: &str, dir: Option<&Path>) -> Result<Config, Config
     }
     let ruler =
         RulerConfig { file_groups, evaluation_interval, external_labels: raw.global.external_labels.clone(), alerting };
-    Ok(Config { scrape_jobs, ruler })
+    Ok(Config { scrape_jobs, ruler, operator })
 }
 
 fn yaml_problem(e: &serde_saphyr::Error) -> Problem {
@@ -211,6 +229,27 @@ mod tests {
         assert!(msg.contains("prom.yaml:4:"), "{msg}");
         assert!(msg.contains("r.yml:5:11: group \"g\", rule 1, \"A\": could not parse expression"), "{msg}");
         assert!(msg.contains("cannot read rule file"), "{msg}");
+    }
+
+    #[test]
+    fn prometheus_operator_section_is_validated_with_the_rest() {
+        let config = parse(
+            "p.yml",
+            "global: {scrape_interval: 30s}\nprometheus_operator:\n  api_server: http://127.0.0.1:1\n  serviceMonitorSelector: {matchLabels: {team: a}}\n  podMonitorNamespaceSelector: {}\n",
+        )
+        .expect("valid");
+        let op = config.operator.expect("operator section");
+        assert_eq!(op.interval, std::time::Duration::from_secs(30));
+        assert!(op.service_monitor_selector.is_some() && op.pod_monitor_selector.is_none());
+        let err = parse(
+            "p.yml",
+            "scrape_configs:\n- job_name: ''\nprometheus_operator:\n  api_server: http://x\n  kubeconfig_file: k\n  serviceDiscoveryRole: Nodes\n",
+        )
+        .expect_err("invalid");
+        let msg = err.to_string();
+        assert!(msg.contains("3 errors"), "{msg}");
+        assert!(msg.contains("p.yml:4:") && msg.contains("simultaneously"), "{msg}");
+        assert!(msg.contains("p.yml:6:") && msg.contains("serviceDiscoveryRole"), "{msg}");
     }
 
     #[test]

@@ -85,6 +85,20 @@ struct CollectorArgs {
     /// Most bytes the buffer holds; past it the oldest samples are dropped (counted).
     #[arg(long = "buffer.max-bytes", default_value_t = 1 << 30)]
     buffer_max_bytes: u64,
+    /// DaemonSet mode: scrape only the targets on this node (and a share of
+    /// those with no node, spread over the live collectors).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Namespace of the collectors' Leases (default: the own namespace).
+    #[arg(long = "sharding.namespace")]
+    sharding_namespace: Option<String>,
+    /// Kubeconfig for the Leases (default: the in-cluster service account).
+    #[arg(long = "sharding.kubeconfig")]
+    sharding_kubeconfig: Option<String>,
+    /// Count Kubernetes Events as `strata_kubernetes_events_total` (one
+    /// collector at a time, through a Lease in `--sharding.namespace`).
+    #[arg(long = "kubernetes.events")]
+    kubernetes_events: bool,
 }
 
 #[derive(Debug, Args)]
@@ -243,6 +257,9 @@ struct StandaloneArgs {
     query: QueryArgs,
     #[command(flatten)]
     rules: RuleArgs,
+    /// Serve `POST /-/reload` (re-read `--config.file`), as Prometheus' flag.
+    #[arg(long = "web.enable-lifecycle")]
+    enable_lifecycle: bool,
     #[command(flatten)]
     limits: LimitsArgs,
     #[command(flatten)]
@@ -376,7 +393,7 @@ async fn run(role: Role) -> anyhow::Result<()> {
         }
         Role::Import(args) => import(args).await,
         Role::Collector(args) => {
-            let jobs = config::load(&args.config_file)?.scrape_jobs;
+            let config = config::load(&args.config_file)?;
             let nats = anyhow::Context::context(
                 args.nats.settings()?,
                 "the collector needs --nats.url (the ingest log it ships to)",
@@ -396,7 +413,26 @@ async fn run(role: Role) -> anyhow::Result<()> {
                 telemetry,
                 tenant: strata_model::DEFAULT_TENANT.to_owned(),
             };
-            strata_collector::serve(jobs, args.serve.listen, deps, shutdown_signal()).await?;
+            let access = match args.sharding_kubeconfig {
+                Some(k) => strata_collector::discovery::kubernetes::config::ApiAccess::Kubeconfig(k),
+                None => strata_collector::discovery::kubernetes::config::ApiAccess::InCluster,
+            };
+            let events = args.kubernetes_events.then(|| strata_collector::EventsOptions {
+                identity: args
+                    .node_name
+                    .clone()
+                    .or_else(|| std::env::var("HOSTNAME").ok())
+                    .unwrap_or_else(|| "strata-collector".to_owned()),
+                access: access.clone(),
+                namespace: args.sharding_namespace.clone(),
+            });
+            let sharding = args.node_name.map(|node_name| strata_collector::ShardingOptions {
+                node_name,
+                access,
+                namespace: args.sharding_namespace,
+            });
+            let options = strata_collector::CollectorOptions { operator: config.operator, sharding, events };
+            strata_collector::serve(config.scrape_jobs, options, args.serve.listen, deps, shutdown_signal()).await?;
             let _ = stop_tx.send(true);
             let _ = forwarder.await;
             Ok(())

@@ -29,15 +29,77 @@ fn self_scrape_job(listen: SocketAddr) -> ScrapeJob {
 
 /// How `/api/v1/targets` turns loopback scrape URLs into `globalUrl`: this
 /// machine's host name, as Prometheus' default external URL has it.
-/// Re-reads the config file on SIGHUP, as Prometheus does: a valid file
-/// replaces the scrape jobs (unchanged jobs keep running); an invalid one is
-/// logged and the running configuration stays.
-async fn reload_on_sighup(
+/// Re-reads the config file: a valid file replaces the scrape jobs
+/// (unchanged jobs keep running); an invalid one leaves the running
+/// configuration and is returned as the error.
+/// What a reload re-reads: the config file, into the scrape manager and the ruler.
+#[derive(Clone)]
+struct Reloader {
     path: std::path::PathBuf,
-    reload: tokio::sync::mpsc::Sender<Vec<ScrapeJob>>,
+    scrapes: tokio::sync::mpsc::Sender<Vec<ScrapeJob>>,
     ruler: Arc<Ruler>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+}
+
+/// Why a reload did not apply.
+#[derive(Debug, PartialEq)]
+enum ReloadError {
+    /// The file is invalid; the running configuration stays.
+    Invalid(String),
+    /// The process is shutting down.
+    Stopped,
+}
+
+impl Reloader {
+    /// Re-reads the config file: a valid file replaces the scrape jobs
+    /// (unchanged jobs keep running) and the rule groups; an invalid one is
+    /// logged and the running configuration stays.
+    async fn reload(&self) -> Result<(), ReloadError> {
+        match crate::config::load(&self.path) {
+            Ok(config) => {
+                self.scrapes.send(config.scrape_jobs).await.map_err(|_| ReloadError::Stopped)?;
+                if let Err(e) = self.ruler.reload(config.ruler).await {
+                    tracing::error!(error = %e, "reloading rule groups failed");
+                    return Err(ReloadError::Invalid(e.to_string()));
+                }
+                tracing::info!(file = %self.path.display(), "configuration reloaded");
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "reloading the configuration failed; keeping the running one");
+                Err(ReloadError::Invalid(e.to_string()))
+            }
+        }
+    }
+}
+
+/// `POST` (or `PUT`) `/-/reload`, as Prometheus serves it: 200 once the
+/// config file is re-read, 500 with the reason when it is invalid, 403
+/// without `--web.enable-lifecycle`.
+fn reload_router(reloader: Option<Reloader>, enabled: bool) -> axum::Router {
+    use axum::http::StatusCode;
+    let handler = move || {
+        let reloader = reloader.clone();
+        async move {
+            if !enabled {
+                return (StatusCode::FORBIDDEN, "Lifecycle API is not enabled.".to_owned());
+            }
+            let Some(reloader) = reloader else {
+                return (StatusCode::INTERNAL_SERVER_ERROR, "no --config.file to reload".to_owned());
+            };
+            match reloader.reload().await {
+                Ok(()) => (StatusCode::OK, String::new()),
+                Err(ReloadError::Invalid(e)) => {
+                    (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to reload config: {e}"))
+                }
+                Err(ReloadError::Stopped) => (StatusCode::SERVICE_UNAVAILABLE, "shutting down".to_owned()),
+            }
+        }
+    };
+    axum::Router::new().route("/-/reload", axum::routing::post(handler.clone()).put(handler))
+}
+
+/// Re-reads the config file on SIGHUP, as Prometheus does.
+async fn reload_on_sighup(reloader: Reloader, mut stop: tokio::sync::watch::Receiver<bool>) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -46,23 +108,14 @@ async fn reload_on_sighup(
                 _ = hup.recv() => {}
                 _ = stop.changed() => return,
             }
-            match crate::config::load(&path) {
-                Ok(config) => {
-                    if reload.send(config.scrape_jobs).await.is_err() {
-                        return;
-                    }
-                    if let Err(e) = ruler.reload(config.ruler).await {
-                        tracing::error!(error = %e, "reloading rule groups failed");
-                    }
-                    tracing::info!(file = %path.display(), "configuration reloaded");
-                }
-                Err(e) => tracing::error!(error = %e, "reloading the configuration failed; keeping the running one"),
+            if reloader.reload().await == Err(ReloadError::Stopped) {
+                return;
             }
         }
     }
     #[cfg(not(unix))]
     {
-        let _ = (path, reload, ruler, stop.changed().await);
+        let _ = (reloader, stop.changed().await);
     }
 }
 
@@ -102,14 +155,15 @@ fn external_url(args: &StandaloneArgs) -> String {
 }
 
 pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<dyn Clock>) -> anyhow::Result<()> {
-    let (jobs, ruler_config) = match &args.config_file {
+    let (jobs, ruler_config, operator) = match &args.config_file {
         Some(path) => {
             let c = crate::config::load(path)?;
-            (c.scrape_jobs, c.ruler)
+            (c.scrape_jobs, c.ruler, c.operator)
         }
         None => (
             vec![self_scrape_job(args.serve.listen)],
             RulerConfig { evaluation_interval: Duration::from_secs(60), ..RulerConfig::default() },
+            None,
         ),
     };
     let settings = args.storage.settings()?;
@@ -170,10 +224,16 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut scrapes =
         ScrapeManager::new(jobs, ScrapeDeps { appender, clock, telemetry, tenant: DEFAULT_TENANT.to_owned() })?;
-    let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
-    if let Some(path) = args.config_file.clone() {
-        tokio::spawn(reload_on_sighup(path, scrapes.reloader(), Arc::clone(&ruler), stop_rx.clone()));
+    if let Some(op) = operator {
+        scrapes.set_operator(op);
     }
+    let router = router.merge(status_router(scrapes.status(), GlobalUrlOptions::for_listen(args.serve.listen)));
+    let reloader =
+        args.config_file.clone().map(|path| Reloader { path, scrapes: scrapes.reloader(), ruler: Arc::clone(&ruler) });
+    if let Some(r) = reloader.clone() {
+        tokio::spawn(reload_on_sighup(r, stop_rx.clone()));
+    }
+    let router = router.merge(reload_router(reloader, args.enable_lifecycle));
     let ruler_task = tokio::spawn(Arc::clone(&ruler).run(stop_rx.clone()));
     let scrape_task = tokio::spawn(scrapes.run(stop_rx.clone()));
     let flush_task = tokio::spawn(storage.clone().run_flusher(stop_rx));

@@ -22,6 +22,8 @@ use strata_model::{Labels, LabelsBuilder};
 
 use crate::discovery::TargetGroup;
 use crate::discovery::file::{DEFAULT_REFRESH_INTERVAL, FileSdConfig, RawFileSdConfig, is_valid_file_sd_name};
+use crate::discovery::kubernetes::config as kubernetes;
+use crate::discovery::kubernetes::config::{KubernetesSdConfig, RawKubernetesSdConfig};
 use crate::relabel::{RawRelabelConfig, RelabelConfig};
 use crate::target::ADDRESS_LABEL;
 pub use crate::target::Target;
@@ -94,6 +96,9 @@ pub struct ScrapeConfig {
     /// Targets read from files.
     #[serde(default)]
     pub file_sd_configs: Vec<Spanned<RawFileSdConfig>>,
+    /// Targets discovered from the Kubernetes API.
+    #[serde(default)]
+    pub kubernetes_sd_configs: Vec<Spanned<RawKubernetesSdConfig>>,
     /// Rules applied to discovered targets.
     #[serde(default)]
     pub relabel_configs: Vec<Spanned<RawRelabelConfig>>,
@@ -163,8 +168,8 @@ pub struct TlsConfig {
 /// Checks `tls_config` as Prometheus' `TLSConfig.Validate` does; files with
 /// absolute paths are read now (relative ones follow the config file's
 /// directory, known only to the caller, and are read at scrape time).
-fn validate_tls(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> TlsConfig {
-    let Some(t) = &sc.tls_config else { return TlsConfig::default() };
+pub(crate) fn validate_tls(sc: &HttpClientFields<'_>, problems: &mut Vec<Problem>) -> TlsConfig {
+    let Some(t) = sc.tls_config else { return TlsConfig::default() };
     let raw = &t.value;
     let path = |f: &Option<Spanned<String>>| f.as_ref().map_or_else(String::new, |s| s.value.clone());
     let tls = TlsConfig {
@@ -284,17 +289,40 @@ pub enum ScrapeAuth {
     },
 }
 
+/// The HTTP client settings of a scrape job or an SD config (Prometheus'
+/// `HTTPClientConfig`), as written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HttpClientFields<'a> {
+    pub(crate) basic_auth: Option<&'a Spanned<RawBasicAuth>>,
+    pub(crate) authorization: Option<&'a Spanned<RawAuthorization>>,
+    pub(crate) bearer_token: Option<&'a Spanned<String>>,
+    pub(crate) bearer_token_file: Option<&'a Spanned<String>>,
+    pub(crate) tls_config: Option<&'a Spanned<RawTlsConfig>>,
+}
+
+impl<'a> HttpClientFields<'a> {
+    fn of(sc: &'a ScrapeConfig) -> Self {
+        Self {
+            basic_auth: sc.basic_auth.as_ref(),
+            authorization: sc.authorization.as_ref(),
+            bearer_token: sc.bearer_token.as_ref(),
+            bearer_token_file: sc.bearer_token_file.as_ref(),
+            tls_config: sc.tls_config.as_ref(),
+        }
+    }
+}
+
 /// Prometheus' `HTTPClientConfig.Validate` for the credentials a scrape can carry.
-fn validate_auth(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> ScrapeAuth {
+pub(crate) fn validate_auth(sc: &HttpClientFields<'_>, problems: &mut Vec<Problem>) -> ScrapeAuth {
     let mut push = |line: u64, column: u64, msg: &str| problems.push(Problem { line, column, message: msg.to_owned() });
     let at = |s: Option<(u64, u64)>| s.unwrap_or((0, 0));
     let pos = |s: &Spanned<String>| (s.referenced.line(), s.referenced.column());
-    let bt = sc.bearer_token.as_ref().map(pos).or(sc.bearer_token_file.as_ref().map(pos));
+    let bt = sc.bearer_token.map(pos).or(sc.bearer_token_file.map(pos));
     if sc.bearer_token.is_some() && sc.bearer_token_file.is_some() {
         let (l, c) = at(bt);
         push(l, c, "at most one of bearer_token & bearer_token_file must be configured");
     }
-    if let Some(b) = &sc.basic_auth {
+    if let Some(b) = sc.basic_auth {
         let (l, c) = (b.referenced.line(), b.referenced.column());
         if bt.is_some() {
             push(l, c, "at most one of basic_auth, oauth2, bearer_token & bearer_token_file must be configured");
@@ -306,7 +334,7 @@ fn validate_auth(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> ScrapeAuth {
             push(l, c, "at most one of basic_auth, oauth2 & authorization must be configured");
         }
     }
-    if let Some(a) = &sc.authorization {
+    if let Some(a) = sc.authorization {
         let (l, c) = (a.referenced.line(), a.referenced.column());
         if bt.is_some() {
             push(l, c, "authorization is not compatible with bearer_token & bearer_token_file");
@@ -318,12 +346,12 @@ fn validate_auth(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> ScrapeAuth {
             push(l, c, "authorization type cannot be set to \"basic\", use \"basic_auth\" instead");
         }
     }
-    if let Some(b) = &sc.basic_auth {
+    if let Some(b) = sc.basic_auth {
         let b = &b.value;
         let password = b.password_file.clone().map(Secret::File).or_else(|| b.password.clone().map(Secret::Inline));
         return ScrapeAuth::Basic { username: b.username.clone(), password };
     }
-    if let Some(a) = &sc.authorization {
+    if let Some(a) = sc.authorization {
         let a = &a.value;
         let kind = a.kind.clone().filter(|k| !k.trim().is_empty()).unwrap_or_else(|| "Bearer".to_owned());
         let credentials =
@@ -332,9 +360,8 @@ fn validate_auth(sc: &ScrapeConfig, problems: &mut Vec<Problem>) -> ScrapeAuth {
     }
     let credentials = sc
         .bearer_token_file
-        .as_ref()
         .map(|f| Secret::File(f.value.clone()))
-        .or_else(|| sc.bearer_token.as_ref().map(|t| Secret::Inline(t.value.clone())));
+        .or_else(|| sc.bearer_token.map(|t| Secret::Inline(t.value.clone())));
     match credentials {
         Some(c) => ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(c) },
         None => ScrapeAuth::None,
@@ -413,6 +440,8 @@ pub struct ScrapeJob {
     pub static_groups: Vec<TargetGroup>,
     /// `file_sd_configs`.
     pub file_sd: Vec<FileSdConfig>,
+    /// `kubernetes_sd_configs`.
+    pub kubernetes_sd: Vec<KubernetesSdConfig>,
     /// Rules applied to discovered targets.
     pub relabel_configs: Vec<RelabelConfig>,
     /// Rules applied to scraped series.
@@ -440,6 +469,7 @@ impl ScrapeJob {
             label_value_length_limit: 0,
             static_groups: Vec::new(),
             file_sd: Vec::new(),
+            kubernetes_sd: Vec::new(),
             relabel_configs: Vec::new(),
             metric_relabel_configs: Vec::new(),
         }
@@ -456,6 +486,9 @@ impl ScrapeJob {
         };
         for f in &mut self.file_sd {
             f.files.iter_mut().for_each(join);
+        }
+        for k in &mut self.kubernetes_sd {
+            k.resolve_paths(dir);
         }
         let tls = &mut self.tls;
         for p in [&mut tls.ca_file, &mut tls.cert_file, &mut tls.key_file] {
@@ -548,8 +581,8 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             }
         }
         let metrics_path = sc.metrics_path.as_ref().map_or_else(|| "/metrics".to_owned(), |p| p.value.clone());
-        let auth = validate_auth(sc, &mut problems);
-        let tls = validate_tls(sc, &mut problems);
+        let auth = validate_auth(&HttpClientFields::of(sc), &mut problems);
+        let tls = validate_tls(&HttpClientFields::of(sc), &mut problems);
         if let Some(p) = &sc.metrics_path
             && !p.value.starts_with('/')
         {
@@ -598,6 +631,8 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
                 refresh_interval: f.value.refresh_interval.map_or(DEFAULT_REFRESH_INTERVAL, |d| d.0),
             });
         }
+        let kubernetes_sd =
+            sc.kubernetes_sd_configs.iter().filter_map(|k| kubernetes::validate(k, &mut problems)).collect();
         let mut rules = |raws: &[Spanned<RawRelabelConfig>], what: &str| -> Vec<RelabelConfig> {
             let mut out = Vec::new();
             for r in raws {
@@ -628,6 +663,7 @@ pub fn validate(global: &GlobalConfig, scrape_configs: &[ScrapeConfig]) -> Resul
             label_value_length_limit: sc.label_value_length_limit,
             static_groups,
             file_sd,
+            kubernetes_sd,
             relabel_configs,
             metric_relabel_configs,
         });
@@ -811,6 +847,66 @@ mod tests {
         assert_eq!(
             jobs[0].auth,
             ScrapeAuth::Header { kind: "Bearer".into(), credentials: Some(Secret::File("/etc/prometheus/tok".into())) }
+        );
+    }
+
+    #[test]
+    fn kubernetes_sd_configs_are_validated_as_prometheus_does() {
+        let jobs = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - role: endpoints\n    api_server: https://k8s:6443\n    bearer_token_file: token\n    tls_config: {ca_file: ca.pem}\n    namespaces: {names: [a, b], own_namespace: true}\n    selectors:\n    - {role: pod, label: 'app=web', field: 'spec.nodeName=n1'}\n    attach_metadata: {node: true}\n  - role: node\n    kubeconfig_file: kc.yml\n  - role: pod\n",
+        )
+        .expect("valid");
+        let mut job = jobs[0].clone();
+        job.resolve_paths(std::path::Path::new("/etc/prom"));
+        let k = &job.kubernetes_sd;
+        assert_eq!(k.len(), 3);
+        assert_eq!(k[0].role, crate::discovery::kubernetes::Role::Endpoints);
+        assert_eq!(k[0].namespaces, ["a", "b"]);
+        assert!(k[0].own_namespace && k[0].attach_node);
+        assert_eq!(k[0].selectors[0].label, "app=web");
+        match &k[0].access {
+            crate::discovery::kubernetes::config::ApiAccess::Server { url, auth, tls } => {
+                assert_eq!(url, "https://k8s:6443");
+                assert_eq!(
+                    *auth,
+                    ScrapeAuth::Header {
+                        kind: "Bearer".into(),
+                        credentials: Some(Secret::File("/etc/prom/token".into()))
+                    }
+                );
+                assert_eq!(tls.ca_file, "/etc/prom/ca.pem");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(k[1].access, crate::discovery::kubernetes::config::ApiAccess::Kubeconfig("/etc/prom/kc.yml".into()));
+        assert_eq!(k[2].access, crate::discovery::kubernetes::config::ApiAccess::InCluster);
+
+        let problems = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - api_server: http://a\n  - role: ingres\n  - role: pod\n    api_server: http://a\n    kubeconfig_file: k\n  - role: pod\n    bearer_token: t\n  - role: service\n    selectors:\n    - {role: pod, label: 'a in b'}\n    - {role: service}\n    - {role: service}\n  - role: pod\n    kubeconfig_file: k\n    basic_auth: {username: u}\n  - role: pod\n    api_server: ftp://x\n  - role: pod\n    nonsense: 1\n",
+        )
+        .expect_err("invalid");
+        let got: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(got.len(), 1, "an unknown field stops parsing: {got:?}");
+        assert!(got[0].1.contains("nonsense"), "{got:?}");
+
+        let problems = load(
+            "scrape_configs:\n- job_name: k\n  kubernetes_sd_configs:\n  - api_server: http://a\n  - role: ingres\n  - role: pod\n    api_server: http://a\n    kubeconfig_file: k\n  - role: pod\n    bearer_token: t\n  - role: service\n    selectors:\n    - {role: pod, label: 'a in b'}\n    - {role: service}\n    - {role: service}\n  - role: pod\n    kubeconfig_file: k\n    basic_auth: {username: u}\n  - role: pod\n    api_server: ftp://x\n",
+        )
+        .expect_err("invalid");
+        let got: Vec<(u64, &str)> = problems.iter().map(|p| (p.line, p.message.as_str())).collect();
+        assert_eq!(
+            got,
+            [
+                (4, "role missing (one of: pod, service, endpoints, endpointslice, node, ingress)"),
+                (5, "unknown Kubernetes SD role \"ingres\""),
+                (7, "cannot use 'kubeconfig_file' and 'api_server' simultaneously"),
+                (9, "to use custom HTTP client configuration please provide the 'api_server' URL explicitly"),
+                (13, "service role supports only service selectors"),
+                (13, "invalid label selector: unable to parse requirement: \"a in b\""),
+                (15, "duplicated selector role: service"),
+                (17, "cannot use a custom HTTP client configuration together with 'kubeconfig_file'"),
+                (20, "invalid api_server URL \"ftp://x\": must be http(s)://host[:port]"),
+            ]
         );
     }
 

@@ -15,9 +15,12 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{ScrapeAuth, ScrapeJob, Secret};
 use crate::discovery::file::FileDiscoverer;
+use crate::discovery::kubernetes::KubernetesDiscoverer;
+use crate::discovery::kubernetes::monitors::{MonitorController, OperatorConfig};
 use crate::discovery::{Discoverer, GroupSender, StaticDiscoverer, TargetGroup, Update};
 use crate::exposition::{Entry, Format, Parser};
 use crate::relabel;
+use crate::sharding::Sharding;
 use crate::status::{ActiveTarget, HealthState, MetricMetadata, PoolStatus, ScrapeStatus, SharedHealth};
 use crate::target::{Outcome, Target, targets_from_group};
 
@@ -54,6 +57,7 @@ struct ScrapeMetrics {
     failures: Counter,
     append_failures: Counter,
     sd_file_read_errors: Counter,
+    sd_kubernetes_failures: Counter,
 }
 
 impl ScrapeMetrics {
@@ -63,7 +67,13 @@ impl ScrapeMetrics {
             failures: Counter::default(),
             append_failures: Counter::default(),
             sd_file_read_errors: Counter::default(),
+            sd_kubernetes_failures: Counter::default(),
         };
+        t.register(
+            "strata_sd_kubernetes_failures",
+            "Kubernetes API client and watch failures of kubernetes_sd_configs",
+            m.sd_kubernetes_failures.clone(),
+        );
         t.register(
             "strata_sd_file_read_errors",
             "file_sd files that could not be read or parsed",
@@ -91,6 +101,8 @@ pub struct ScrapeManager {
     status: ScrapeStatus,
     file_poll: Duration,
     reloads: Option<mpsc::Receiver<Vec<ScrapeJob>>>,
+    operator: Option<OperatorConfig>,
+    sharding: Option<Sharding>,
 }
 
 /// A running target loop.
@@ -145,6 +157,8 @@ impl ScrapeManager {
             status: ScrapeStatus::new(),
             file_poll: crate::discovery::file::POLL_INTERVAL,
             reloads: None,
+            operator: None,
+            sharding: None,
         })
     }
 
@@ -169,6 +183,19 @@ impl ScrapeManager {
         tx
     }
 
+    /// Also runs the jobs of the ServiceMonitors and PodMonitors `operator`
+    /// selects, next to the configured ones (a monitor job named like a
+    /// configured job is ignored), following the monitors live.
+    pub fn set_operator(&mut self, operator: OperatorConfig) {
+        self.operator = Some(operator);
+    }
+
+    /// Scrapes only the targets `sharding` assigns to this collector, and
+    /// re-assigns them when the live collectors change.
+    pub fn set_sharding(&mut self, sharding: Sharding) {
+        self.sharding = Some(sharding);
+    }
+
     /// Discovers and scrapes until `shutdown` turns true, then stops every
     /// loop, each writing staleness markers for the series it had produced.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
@@ -180,11 +207,21 @@ impl ScrapeManager {
             next_id: 0,
         };
         let mut runtimes: HashMap<usize, JobRuntime> = HashMap::new();
+        let mut configured: Vec<ScrapeJob> = self.jobs.iter().map(|j| j.as_ref().clone()).collect();
+        let mut monitor_jobs: Vec<ScrapeJob> = Vec::new();
+        let mut monitor_updates = None;
+        if let Some(op) = self.operator.take() {
+            let (tx, rx) = mpsc::channel(4);
+            let controller = MonitorController::new(op).with_failures(self.metrics.sd_kubernetes_failures.clone());
+            tasks.discoverers.spawn(controller.run(tx, shutdown.clone()));
+            monitor_updates = Some(rx);
+        }
         for job in std::mem::take(&mut self.jobs) {
             let (id, rt) = self.start_job(job, &mut tasks);
             runtimes.insert(id, rt);
         }
         let mut reloads = self.reloads.take();
+        let mut members = self.sharding.clone();
         loop {
             tokio::select! {
                 // The manager holds a sender: this never ends while it runs.
@@ -194,7 +231,22 @@ impl ScrapeManager {
                     }
                 }
                 Some(jobs) = async { match reloads.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
-                    self.reload(&mut runtimes, jobs, &mut tasks);
+                    configured = jobs;
+                    self.reload(&mut runtimes, merge_jobs(&configured, &monitor_jobs), &mut tasks);
+                }
+                Some(jobs) = async { match monitor_updates.as_mut() { Some(r) => r.recv().await, None => std::future::pending().await } } => {
+                    monitor_jobs = jobs;
+                    self.reload(&mut runtimes, merge_jobs(&configured, &monitor_jobs), &mut tasks);
+                }
+                changed = async { match members.as_mut() { Some(m) => m.changed().await, None => std::future::pending().await } } => {
+                    if changed {
+                        for rt in runtimes.values_mut() {
+                            self.apply(rt, usize::MAX, Vec::new(), &mut tasks.loops);
+                        }
+                    } else {
+                        // The membership task is gone: the last view stays.
+                        members = None;
+                    }
                 }
                 _ = shutdown.changed() => break,
             }
@@ -228,6 +280,15 @@ impl ScrapeManager {
             providers.push(Box::new(
                 FileDiscoverer::with_poll_interval(f.clone(), self.file_poll)
                     .with_read_errors(self.metrics.sd_file_read_errors.clone()),
+            ));
+        }
+        for k in &job.kubernetes_sd {
+            let mut k = k.clone();
+            if let Some(s) = &self.sharding {
+                crate::sharding::restrict_pods_to_node(&mut k, s.node());
+            }
+            providers.push(Box::new(
+                KubernetesDiscoverer::new(k).with_failures(self.metrics.sd_kubernetes_failures.clone()),
             ));
         }
         for (pi, d) in providers.into_iter().enumerate() {
@@ -291,6 +352,9 @@ impl ScrapeManager {
                 }
             }
         }
+        if let Some(s) = &self.sharding {
+            active.retain(|t| s.owns(&t.discovered, &t.all_labels));
+        }
         let wanted: HashSet<Labels> = active.iter().map(|t| t.all_labels.clone()).collect();
         rt.loops.retain(|id, l| {
             let keep = wanted.contains(id);
@@ -327,6 +391,19 @@ impl ScrapeManager {
         active.sort_by(|a, b| a.target.all_labels.cmp(&b.target.all_labels));
         self.status.set_pool(&job.job_name, PoolStatus { active, dropped });
     }
+}
+
+/// The configured jobs, then the monitor jobs whose names are free.
+fn merge_jobs(configured: &[ScrapeJob], monitors: &[ScrapeJob]) -> Vec<ScrapeJob> {
+    let mut out = configured.to_vec();
+    for m in monitors {
+        if configured.iter().any(|c| c.job_name == m.job_name) {
+            tracing::warn!(job = %m.job_name, "a configured job has the name of a monitor job; the monitor job is ignored");
+        } else {
+            out.push(m.clone());
+        }
+    }
+    out
 }
 
 struct TargetLoop {

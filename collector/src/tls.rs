@@ -74,6 +74,58 @@ pub(crate) fn client_config(tls: &TlsConfig) -> Result<Arc<ClientConfig>, String
     Ok(Arc::new(config))
 }
 
+/// The rustls client config for a Kubernetes API server: the job's
+/// `tls_config` first; otherwise the CA certificates (DER) and client
+/// identity (PEM certificate chain, PEM key) of a kubeconfig or the
+/// in-cluster config.
+pub(crate) fn api_server_config(
+    tls: &TlsConfig,
+    roots_der: Option<&[Vec<u8>]>,
+    identity_pem: Option<(&[u8], &[u8])>,
+    insecure: bool,
+) -> Result<Arc<ClientConfig>, String> {
+    if !tls.ca_file.is_empty()
+        || !tls.cert_file.is_empty()
+        || tls.insecure_skip_verify
+        || roots_der.is_none() && identity_pem.is_none() && !insecure
+    {
+        return client_config(tls);
+    }
+    let provider = provider();
+    let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?;
+    let builder = if insecure {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerifier(provider.signature_verification_algorithms)))
+    } else {
+        let mut roots = RootCertStore::empty();
+        match roots_der {
+            Some(certs) => {
+                for c in certs {
+                    roots.add(CertificateDer::from(c.clone())).map_err(|e| format!("unable to use CA cert: {e}"))?;
+                }
+            }
+            None => {
+                roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            }
+        }
+        builder.with_root_certificates(roots)
+    };
+    let config = match identity_pem {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let certs = CertificateDer::pem_slice_iter(cert)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("client certificate: {e}"))?;
+            let key = PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("client key: {e}"))?;
+            builder.with_client_auth_cert(certs, key).map_err(|e| format!("unable to use client cert: {e}"))?
+        }
+    };
+    Ok(Arc::new(config))
+}
+
 /// `insecure_skip_verify`: any certificate and name, but still a valid
 /// handshake signature.
 #[derive(Debug)]

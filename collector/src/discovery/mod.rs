@@ -7,6 +7,7 @@
 //! follows the changes live.
 
 pub mod file;
+pub mod kubernetes;
 
 use strata_model::BoxFuture;
 use strata_model::Labels;

@@ -190,8 +190,17 @@ async fn ha_pair_is_deduplicated_and_fails_over() -> Result<()> {
     let series = strata.query(r#"up{job="strata"}"#).await?;
     assert_eq!(series.len(), 1, "{series:?}");
     assert!(series[0]["metric"].get("__replica__").is_none(), "{series:?}");
-    let per_10s = strata.scalar_of(r#"count_over_time(up{job="strata"}[10s])"#).await.unwrap_or(f64::NAN);
-    assert!((8.0..=11.0).contains(&per_10s), "one sample per second, not two: {per_10s}");
+    // Over 20 s ending 3 s ago (samples still in flight do not count), once
+    // 20 s of history exist: about 20 samples, not 40.
+    let q = r#"count_over_time(up{job="strata"}[20s])"#;
+    let per_20s = eventually("20 s of samples", Duration::from_secs(60), || async {
+        let at = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs_f64() - 3.0;
+        let counted = vector_at(&strata, q, at).await?;
+        let n: f64 = counted.values().next()?.parse().ok()?;
+        (n >= 15.0).then_some(n)
+    })
+    .await?;
+    assert!(per_20s <= 22.0, "one sample per second, not two: {per_20s}");
 
     // The leader dies: p2 takes over after the failover timeout (5 s).
     p1.kill();

@@ -1,8 +1,8 @@
 //! Reading a block: the series table is loaded once; a select turns matchers
 //! into exact row ranges of `samples.parquet` and reads only those pages.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::io::ObjectReader;
 use arrow::array::{Array, AsArray, MapArray};
@@ -10,8 +10,8 @@ use arrow::datatypes::{Float64Type, Int8Type, Int64Type, UInt32Type, UInt64Type}
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use strata_model::matcher::matches_all;
 use strata_model::{Label, Labels, METRIC_NAME, Matcher, Sample, Series};
 
@@ -36,7 +36,12 @@ pub struct BlockReader {
     meta: BlockMeta,
     store: Arc<dyn ObjectStore>,
     series: Vec<SeriesEntry>,
+    /// The footer of `samples.parquet`, read by the first select and kept.
+    samples_footer: OnceLock<ArrowReaderMetadata>,
 }
+
+/// Rows decoded per Arrow batch when reading samples.
+const READ_BATCH_ROWS: usize = 8192;
 
 impl BlockReader {
     /// Opens the block described by `meta`, reading its series table.
@@ -82,7 +87,7 @@ impl BlockReader {
                 });
             }
         }
-        Ok(Self { meta, store, series })
+        Ok(Self { meta, store, series, samples_footer: OnceLock::new() })
     }
 
     /// The block's meta.
@@ -118,14 +123,60 @@ impl BlockReader {
         maxt: i64,
         budget: &AtomicUsize,
     ) -> Result<Vec<Series>, BlockError> {
+        let hits = self.matching(matchers, mint, maxt);
+        self.read(&hits, mint, maxt, budget).await
+    }
+
+    /// Positions in the series table of the series matching `matchers` with
+    /// samples in `[mint, maxt]`, ordered by labels (for [`BlockReader::read`]
+    /// and [`BlockReader::labels_at`]).
+    pub fn matching(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
         if !self.meta.overlaps(mint, maxt) {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        let mut hits: Vec<&SeriesEntry> = self
-            .series
-            .iter()
-            .filter(|s| s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels))
+        let mut hits: Vec<usize> = (0..self.series.len())
+            .filter(|&i| {
+                let s = &self.series[i];
+                s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels)
+            })
             .collect();
+        hits.sort_by(|&a, &b| self.series[a].labels.cmp(&self.series[b].labels));
+        hits
+    }
+
+    /// The labels of the series at position `i` of the series table.
+    pub fn labels_at(&self, i: usize) -> Option<&Labels> {
+        self.series.get(i).map(|s| &s.labels)
+    }
+
+    /// Rows the series at position `i` has in this block (its samples in the
+    /// whole block, an upper bound for any time range).
+    pub fn rows_at(&self, i: usize) -> usize {
+        self.series.get(i).map_or(0, |s| s.num_rows as usize)
+    }
+
+    /// The footer of `samples.parquet`: read once, then kept.
+    async fn samples_footer(&self, reader: &mut ObjectReader) -> Result<ArrowReaderMetadata, BlockError> {
+        if let Some(m) = self.samples_footer.get() {
+            return Ok(m.clone());
+        }
+        let m = ArrowReaderMetadata::load_async(reader, ArrowReaderOptions::new()).await?;
+        // Two first reads racing both load it; either copy will do.
+        Ok(self.samples_footer.get_or_init(|| m).clone())
+    }
+
+    /// Reads the samples in `[mint, maxt]` of the series at positions `hits`
+    /// of the series table (from [`BlockReader::matching`]), returned sorted
+    /// by labels, without series that have no sample in range. Samples are
+    /// taken from `budget` as in [`BlockReader::select`].
+    pub async fn read(
+        &self,
+        hits: &[usize],
+        mint: i64,
+        maxt: i64,
+        budget: &AtomicUsize,
+    ) -> Result<Vec<Series>, BlockError> {
+        let mut hits: Vec<&SeriesEntry> = hits.iter().filter_map(|&i| self.series.get(i)).collect();
         if hits.is_empty() {
             return Ok(Vec::new());
         }
@@ -142,9 +193,13 @@ impl BlockReader {
             pos = s.first_row + u64::from(s.num_rows);
         }
         let path = Path::from(format!("{}/{SAMPLES_FILE}", self.meta.dir()));
-        let reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
-        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
-            .await?
+        let mut reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
+        let footer = self.samples_footer(&mut reader).await?;
+        // `series_id` is not needed: the series table gives each series' rows.
+        let projection = ProjectionMask::columns(footer.parquet_schema(), ["timestamp_ms", "mantissa", "value"]);
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer)
+            .with_projection(projection)
+            .with_batch_size(READ_BATCH_ROWS)
             .with_row_selection(RowSelection::from(selectors))
             .build()?;
 
@@ -169,7 +224,9 @@ impl BlockReader {
                 return Err(corrupt("mantissa"));
             }
             let mut kept = 0usize;
-            for i in 0..b.num_rows() {
+            let rows = b.num_rows();
+            let mut i = 0usize;
+            while i < rows {
                 if current.as_ref().is_none_or(|(e, _, seen)| *seen == e.num_rows) {
                     if let Some((e, samples, _)) = current.take() {
                         push_series(&mut out, e, samples);
@@ -177,19 +234,14 @@ impl BlockReader {
                     let e = hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
                     current = Some((e, Vec::with_capacity(e.num_rows as usize), 0));
                 }
-                if let Some((e, samples, seen)) = current.as_mut() {
-                    *seen += 1;
-                    let t = ts.value(i);
-                    if t >= mint && t <= maxt && !ts.is_null(i) {
-                        let v = match ms {
-                            Some(m) if m.is_valid(i) => decimal::decode(m.value(i), e.decimals),
-                            _ if vs.is_valid(i) => vs.value(i),
-                            _ => return Err(corrupt("a sample with neither mantissa nor value")),
-                        };
-                        samples.push(Sample::new(t, v));
-                        kept += 1;
-                    }
-                }
+                let Some((e, samples, seen)) = current.as_mut() else { break };
+                // The rest of this series' rows in this batch, decoded in one run.
+                let n = ((e.num_rows - *seen) as usize).min(rows - i);
+                *seen += n as u32;
+                let before = samples.len();
+                decode_rows(ts, vs, ms, e.decimals, i..i + n, mint, maxt, samples).map_err(corrupt)?;
+                kept += samples.len() - before;
+                i += n;
             }
             take_budget(budget, kept)?;
         }
@@ -199,6 +251,48 @@ impl BlockReader {
         out.sort_by(|a, b| a.labels.cmp(&b.labels));
         Ok(out)
     }
+}
+
+/// Appends the samples of rows `rows` with a time in `[mint, maxt]`.
+#[allow(clippy::too_many_arguments)]
+fn decode_rows(
+    ts: &arrow::array::PrimitiveArray<Int64Type>,
+    vs: &arrow::array::PrimitiveArray<Float64Type>,
+    ms: Option<&arrow::array::PrimitiveArray<Int64Type>>,
+    decimals: u32,
+    rows: std::ops::Range<usize>,
+    mint: i64,
+    maxt: i64,
+    samples: &mut Vec<Sample>,
+) -> Result<(), &'static str> {
+    let times = &ts.values()[rows.clone()];
+    let no_nulls = ts.null_count() == 0;
+    match ms {
+        // The common case: every value a mantissa.
+        Some(m) if m.null_count() == 0 && no_nulls => {
+            let mant = &m.values()[rows];
+            let scale = decimal::scale(decimals);
+            for (&t, &m) in times.iter().zip(mant) {
+                if t >= mint && t <= maxt {
+                    samples.push(Sample::new(t, m as f64 / scale));
+                }
+            }
+        }
+        _ => {
+            for (k, &t) in rows.zip(times) {
+                if t < mint || t > maxt || ts.is_null(k) {
+                    continue;
+                }
+                let v = match ms {
+                    Some(m) if m.is_valid(k) => decimal::decode(m.value(k), decimals),
+                    _ if vs.is_valid(k) => vs.value(k),
+                    _ => return Err("a sample with neither mantissa nor value"),
+                };
+                samples.push(Sample::new(t, v));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Takes `n` samples from a budget shared by concurrent reads.

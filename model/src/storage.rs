@@ -120,6 +120,38 @@ impl SampleBudget {
     }
 }
 
+/// The series of one select, delivered in batches so a reader can work
+/// through a large selection holding one batch at a time.
+///
+/// Every series comes in exactly one batch, whole (all its samples in the
+/// range); each batch is sorted by labels and comes after every series of
+/// the batches before it, so the concatenation of all batches is what
+/// [`Select::select_with`] returns.
+pub trait SeriesBatches: Send {
+    /// The next batch, or `None` after the last one. The sample budget of
+    /// the select ([`SelectHints::max_samples`]) spans all batches.
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>>;
+}
+
+/// [`SeriesBatches`] of one batch read at once (the default of
+/// [`Select::select_batches`]).
+#[derive(Debug)]
+pub struct OneBatch(Option<Vec<Series>>);
+
+impl OneBatch {
+    /// All of `series` as one batch.
+    pub fn new(series: Vec<Series>) -> Self {
+        Self(Some(series))
+    }
+}
+
+impl SeriesBatches for OneBatch {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        let next = self.0.take();
+        Box::pin(async move { Ok(next) })
+    }
+}
+
 /// Reads of series by label matchers over a time range.
 ///
 /// Implementors provide [`Select::select_with`] and, for speed,
@@ -149,6 +181,23 @@ pub trait Select: Send + Sync {
         maxt: i64,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         self.select_with(tenant, matchers, mint, maxt, SelectHints::default())
+    }
+
+    /// [`Select::select_with`] delivered in batches (see [`SeriesBatches`]),
+    /// for readers that process series one by one. The default reads
+    /// everything as one batch; stores override it to bound memory.
+    fn select_batches<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        Box::pin(async move {
+            let all = self.select_with(tenant, matchers, mint, maxt, hints).await?;
+            Ok(Box::new(OneBatch::new(all)) as Box<dyn SeriesBatches + 'a>)
+        })
     }
 
     /// The label sets of `tenant`'s series matching all `matchers` (all

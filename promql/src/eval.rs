@@ -188,6 +188,9 @@ pub(crate) struct Evaluator<'a> {
     pub annos: Annotations,
     /// The query's string literals that Go would decode to non-UTF-8 bytes.
     pub non_utf8: NonUtf8Literals,
+    /// Results of nodes evaluated before the walk (see [`crate::stream`]),
+    /// by node address; each is taken when the walk reaches its node.
+    pub precomputed: HashMap<usize, Matrix>,
 }
 
 impl Evaluator<'_> {
@@ -248,6 +251,11 @@ impl Evaluator<'_> {
         self.check_deadline()?;
         if r.end < r.start {
             return Ok(Val::Matrix(Vec::new()));
+        }
+        if !self.precomputed.is_empty()
+            && let Some(m) = self.precomputed.remove(&crate::stream::node_key(e))
+        {
+            return Ok(Val::Matrix(m));
         }
         match e {
             Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, r).map(Val::Matrix),

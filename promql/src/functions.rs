@@ -13,7 +13,7 @@ use regex::Regex;
 use strata_model::{Labels, METRIC_NAME};
 
 use crate::eval::{
-    Evaluator, Range, dur_ms, merge_same_labelset, offset_ms, scalar_per_step, selector_key, unwrap_parens, window,
+    Evaluator, Range, dur_ms, merge_same_labelset, offset_ms, scalar_per_step, selector_key, unwrap_parens,
 };
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries, Sample, Val, exec_err};
 
@@ -188,38 +188,12 @@ fn eval_range_call(
         _ => return exec_err("internal error: expected a range argument"),
     };
 
-    let drop_name = name != "last_over_time" && name != "first_over_time";
+    let spec = RangeSpec { name, scalars, range_ms, off, at };
     let mut out: Matrix = Vec::with_capacity(series.len());
-    let mut sargs = vec![0.0; scalars.len()];
+    let mut sargs = Vec::new();
     for (metric, pts, inner_drop) in series {
-        ev.check_deadline()?;
-        let mut points = Vec::new();
-        for (step, ts) in r.steps().enumerate() {
-            let maxt = at.unwrap_or(ts) - off;
-            let mint = maxt - range_ms;
-            let w = window(pts, mint, maxt);
-            if w.is_empty() {
-                continue;
-            }
-            ev.check_transient(w.len())?;
-            for (k, s) in scalars.iter().enumerate() {
-                sargs[k] = s[step];
-            }
-            let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms };
-            if let Some(f) = range_fn(ev, name, w, &sargs, &ctx)? {
-                points.push(Point { t: ts, f });
-            }
-        }
-        let counter_fn = name == "rate" || name == "increase";
-        if let Some(n) = metric.metric_name().filter(|_| counter_fn && !points.is_empty())
-            && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf))
-        {
-            ev.annos
-                .info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
-        }
-        if !points.is_empty() {
-            ev.account(points.len())?;
-            out.push(RSeries { metric, points, drop_name: drop_name || inner_drop });
+        if let Some(s) = range_series(ev, &spec, metric, pts, inner_drop, r, &mut sargs)? {
+            out.push(s);
         }
     }
 
@@ -236,6 +210,119 @@ fn eval_range_call(
         return Ok(vec![RSeries { metric: Arc::new(absent_labels(args[idx])), points, drop_name: true }]);
     }
     Ok(out)
+}
+
+/// A range-vector function call over a range argument: everything but the
+/// series it reads.
+pub(crate) struct RangeSpec<'a> {
+    /// The function.
+    pub name: &'a str,
+    /// Its scalar arguments, each per step of the evaluation range.
+    pub scalars: Vec<Vec<f64>>,
+    /// The range, ms.
+    pub range_ms: i64,
+    /// The range argument's offset, ms.
+    pub off: i64,
+    /// The time the range argument is pinned to by `@`, ms.
+    pub at: Option<i64>,
+}
+
+/// Whether `name` is a range-vector function [`range_series`] evaluates
+/// series by series (everything except `absent_over_time`, which looks at
+/// all series together).
+pub(crate) fn is_series_range_fn(name: &str) -> bool {
+    matches!(
+        name,
+        "rate"
+            | "increase"
+            | "delta"
+            | "irate"
+            | "idelta"
+            | "avg_over_time"
+            | "count_over_time"
+            | "sum_over_time"
+            | "min_over_time"
+            | "max_over_time"
+            | "ts_of_min_over_time"
+            | "ts_of_max_over_time"
+            | "ts_of_first_over_time"
+            | "ts_of_last_over_time"
+            | "last_over_time"
+            | "first_over_time"
+            | "present_over_time"
+            | "stddev_over_time"
+            | "stdvar_over_time"
+            | "quantile_over_time"
+            | "mad_over_time"
+            | "changes"
+            | "resets"
+            | "deriv"
+            | "predict_linear"
+            | "double_exponential_smoothing"
+            | "holt_winters"
+    )
+}
+
+/// Evaluates a range function over one series (`pts`: its points without
+/// staleness markers) at every step of `r`; `None` when no step has a
+/// value. The result's points are accounted in `ev`. `sargs` is scratch.
+pub(crate) fn range_series(
+    ev: &mut Evaluator<'_>,
+    spec: &RangeSpec<'_>,
+    metric: Metric,
+    pts: &[Point],
+    inner_drop: bool,
+    r: Range,
+    sargs: &mut Vec<f64>,
+) -> Result<Option<RSeries>, PromqlError> {
+    ev.check_deadline()?;
+    let name = spec.name;
+    sargs.clear();
+    sargs.resize(spec.scalars.len(), 0.0);
+    let mut points = Vec::new();
+    // Steps only move forward, so the window's bounds do too (unless `@`
+    // pins them): two cursors instead of two searches per step.
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for (step, ts) in r.steps().enumerate() {
+        let maxt = spec.at.unwrap_or(ts) - spec.off;
+        let mint = maxt - spec.range_ms;
+        if spec.at.is_some() {
+            lo = pts.partition_point(|p| p.t <= mint);
+            hi = pts.partition_point(|p| p.t <= maxt);
+        } else {
+            while lo < pts.len() && pts[lo].t <= mint {
+                lo += 1;
+            }
+            hi = hi.max(lo);
+            while hi < pts.len() && pts[hi].t <= maxt {
+                hi += 1;
+            }
+        }
+        if lo >= hi {
+            continue;
+        }
+        let w = &pts[lo..hi];
+        ev.check_transient(w.len())?;
+        for (k, s) in spec.scalars.iter().enumerate() {
+            sargs[k] = s[step];
+        }
+        let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms: spec.range_ms };
+        if let Some(f) = range_fn(ev, name, w, sargs, &ctx)? {
+            points.push(Point { t: ts, f });
+        }
+    }
+    let counter_fn = name == "rate" || name == "increase";
+    if let Some(n) = metric.metric_name().filter(|_| counter_fn && !points.is_empty())
+        && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf))
+    {
+        ev.annos.info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
+    }
+    if points.is_empty() {
+        return Ok(None);
+    }
+    ev.account(points.len())?;
+    let drop_name = name != "last_over_time" && name != "first_over_time";
+    Ok(Some(RSeries { metric, points, drop_name: drop_name || inner_drop }))
 }
 
 fn range_fn(

@@ -5,6 +5,8 @@
 //! - [`memstore`]: an in-memory store for tests.
 //! - `plan`: which series each selector needs, fetched once per query.
 //! - `eval`: the step-wise evaluator (`rangeEval`), selectors, subqueries.
+//! - `stream`: range functions over selectors (and aggregations over them)
+//!   evaluated series by series as storage streams them, before the walk.
 //! - `binary`, `aggregate`, `functions`: operators, aggregations, functions.
 //! - `gostr`: string literals as Go decodes them (non-UTF-8 label names).
 //!
@@ -18,8 +20,10 @@ mod functions;
 mod gostr;
 pub mod memstore;
 mod plan;
+mod stream;
 pub mod value;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -161,7 +165,16 @@ impl Engine {
         let deadline = Instant::now() + self.opts.timeout;
         let ctx = plan::PlanCtx { start: r.start, end: r.end, lookback: self.opts.lookback_delta_ms };
         let fetches = plan::collect(expr, &ctx);
-        let data = plan::fetch_all(store, tenant, &fetches, self.opts.max_samples).await?;
+        let streamed = stream::find(expr);
+        // The selectors of streamed nodes are read while those are evaluated.
+        let mut skip: HashMap<usize, (i64, i64)> =
+            streamed.iter().map(|n| (eval::selector_key(&n.ms.vs), (i64::MAX, i64::MIN))).collect();
+        for f in &fetches {
+            if let Some(range) = skip.get_mut(&eval::selector_key(f.vs)) {
+                *range = (f.mint, f.maxt);
+            }
+        }
+        let (data, mut left) = plan::fetch_all(store, tenant, &fetches, &skip, self.opts.max_samples).await?;
         if Instant::now() > deadline {
             return Err(PromqlError::Timeout);
         }
@@ -176,7 +189,12 @@ impl Engine {
             query_step: if is_range { r.interval } else { 0 },
             annos: Annotations::default(),
             non_utf8: NonUtf8Literals::scan(query),
+            precomputed: HashMap::new(),
         };
+        for node in &streamed {
+            let (mint, maxt) = skip.get(&eval::selector_key(&node.ms.vs)).copied().unwrap_or((0, -1));
+            stream::run(&mut ev, store, tenant, node, mint, maxt, &mut left, r).await?;
+        }
         if is_range && contains_sort(expr) {
             ev.annos.warn("sort is ineffective for range queries since results are always ordered by labels");
         }

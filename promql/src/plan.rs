@@ -149,18 +149,21 @@ pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Pro
         .collect()
 }
 
-/// Fetches every selector's series, loading at most `max_samples` samples
-/// in all: storage stops reading once over, and the query fails with
-/// [`PromqlError::TooManySamples`] before memory runs out.
-pub(crate) async fn fetch_all(
+/// Fetches every selector's series but those in `skip` (by
+/// [`selector_key`]), loading at most `max_samples` samples in all: storage
+/// stops reading once over, and the query fails with
+/// [`PromqlError::TooManySamples`] before memory runs out. Returns the data
+/// and how many samples are left.
+pub(crate) async fn fetch_all<V>(
     store: &dyn Select,
     tenant: &str,
     fetches: &[Fetch<'_>],
+    skip: &HashMap<usize, V>,
     max_samples: usize,
-) -> Result<HashMap<usize, SelectorData>, PromqlError> {
+) -> Result<(HashMap<usize, SelectorData>, usize), PromqlError> {
     let mut data = HashMap::with_capacity(fetches.len());
     let mut left = max_samples;
-    for f in fetches {
+    for f in fetches.iter().filter(|f| !skip.contains_key(&selector_key(f.vs))) {
         let sets = matcher_sets(f.vs)?;
         let mut series: Vec<Series> = Vec::new();
         for set in &sets {
@@ -179,7 +182,7 @@ pub(crate) async fn fetch_all(
         }
         data.insert(selector_key(f.vs), SelectorData::new(series, f.range));
     }
-    Ok(data)
+    Ok((data, left))
 }
 
 #[cfg(test)]
@@ -207,8 +210,9 @@ mod tests {
         let ctx = PlanCtx { start: 9, end: 9, lookback: 300_000 };
         let f = collect(&e, &ctx);
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        assert!(rt.block_on(fetch_all(&st, "t", &f, 20)).is_ok());
-        let err = rt.block_on(fetch_all(&st, "t", &f, 19)).expect_err("a and b hold 20 samples");
+        let none = HashMap::<usize, ()>::new();
+        assert!(rt.block_on(fetch_all(&st, "t", &f, &none, 20)).is_ok());
+        let err = rt.block_on(fetch_all(&st, "t", &f, &none, 19)).expect_err("a and b hold 20 samples");
         assert_eq!(err, PromqlError::TooManySamples);
     }
 

@@ -1,0 +1,338 @@
+//! Streamed evaluation: a range-vector function over a selector
+//! (`rate(x[5m])`, `max_over_time(x[1h])`, ...), and a `sum`, `avg`, `count`,
+//! `min`, `max`, `group`, `stddev` or `stdvar` over one, evaluated while the
+//! selector's series stream out of storage in batches
+//! ([`strata_model::Select::select_batches`]).
+//!
+//! Such a node needs one series' samples at a time: only the current batch
+//! of raw samples and the node's output (series × steps, or groups × steps
+//! for an aggregation) are in memory, instead of every sample of every
+//! series. Before evaluation, [`find`] lists these nodes (outside
+//! subqueries, whose inner steps differ) and [`run`] evaluates each into the
+//! evaluator's precomputed results, which [`Evaluator::eval`] then returns
+//! for the node. The results equal the step-wise evaluation's bit for bit:
+//! series arrive in the same (label) order, so every per-step sum adds the
+//! same values in the same order.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use promql_parser::parser::token::{T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM};
+use promql_parser::parser::{AggregateExpr, Call, Expr, MatrixSelector};
+use strata_model::{Select, SelectError, SelectHints, is_stale_nan};
+
+use crate::aggregate::Grouping;
+use crate::eval::{Evaluator, Range, dur_ms, offset_ms, unwrap_parens};
+use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_series};
+use crate::value::{Matrix, Metric, Point, PromqlError, RSeries};
+
+/// A node evaluated by streaming.
+pub(crate) struct Streamed<'e> {
+    /// The node's address ([`node_key`]), under which its result is kept.
+    pub node: usize,
+    /// The aggregation over the call, if any.
+    pub agg: Option<&'e AggregateExpr>,
+    /// The range-vector function call.
+    pub call: &'e Call,
+    /// Its range argument.
+    pub ms: &'e MatrixSelector,
+    /// The position of the range argument.
+    pub idx: usize,
+}
+
+/// The identity of an expression node (its address; the AST does not move
+/// while a query runs).
+pub(crate) fn node_key(e: &Expr) -> usize {
+    std::ptr::from_ref(e) as usize
+}
+
+/// The nodes of `e` to evaluate by streaming.
+pub(crate) fn find(e: &Expr) -> Vec<Streamed<'_>> {
+    let mut out = Vec::new();
+    walk(e, &mut out);
+    out
+}
+
+fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
+    match e {
+        Expr::Aggregate(a) => {
+            if streamable_agg(a)
+                && let Expr::Call(c) = unwrap_parens(&a.expr)
+                && let Some((ms, idx)) = streamable_call(c)
+            {
+                out.push(Streamed { node: node_key(e), agg: Some(a), call: c, ms, idx });
+                return;
+            }
+            if let Some(p) = &a.param {
+                walk(p, out);
+            }
+            walk(&a.expr, out);
+        }
+        Expr::Call(c) => {
+            if let Some((ms, idx)) = streamable_call(c) {
+                out.push(Streamed { node: node_key(e), agg: None, call: c, ms, idx });
+                return;
+            }
+            for a in &c.args.args {
+                walk(a, out);
+            }
+        }
+        Expr::Unary(u) => walk(&u.expr, out),
+        Expr::Binary(b) => {
+            walk(&b.lhs, out);
+            walk(&b.rhs, out);
+        }
+        Expr::Paren(p) => walk(&p.expr, out),
+        // A subquery evaluates its inner expression at its own steps.
+        Expr::Subquery(_)
+        | Expr::NumberLiteral(_)
+        | Expr::StringLiteral(_)
+        | Expr::VectorSelector(_)
+        | Expr::MatrixSelector(_)
+        | Expr::Extension(_) => {}
+    }
+}
+
+/// Aggregations that fold series one at a time, without a parameter.
+fn streamable_agg(a: &AggregateExpr) -> bool {
+    a.param.is_none() && matches!(a.op.id(), T_SUM | T_AVG | T_COUNT | T_MIN | T_MAX | T_GROUP | T_STDDEV | T_STDVAR)
+}
+
+/// A per-series range function over a plain selector (one matcher set)
+/// whose other arguments are number literals: its range argument.
+fn streamable_call(c: &Call) -> Option<(&MatrixSelector, usize)> {
+    if !is_series_range_fn(c.func.name) {
+        return None;
+    }
+    let mut found = None;
+    for (i, a) in c.args.args.iter().enumerate() {
+        match unwrap_parens(a) {
+            Expr::MatrixSelector(ms) if found.is_none() && ms.vs.matchers.or_matchers.is_empty() => {
+                found = Some((ms, i));
+            }
+            Expr::NumberLiteral(_) => {}
+            _ => return None,
+        }
+    }
+    found
+}
+
+/// Evaluates `node` over the steps of `r`, reading its selector's series
+/// in `[mint, maxt]` from `store` with at most `*left` samples (reduced by
+/// what was read), and keeps the result in `ev` for [`Evaluator::eval`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn run(
+    ev: &mut Evaluator<'_>,
+    store: &dyn Select,
+    tenant: &str,
+    node: &Streamed<'_>,
+    mint: i64,
+    maxt: i64,
+    left: &mut usize,
+    r: Range,
+) -> Result<(), PromqlError> {
+    let matchers = crate::plan::matcher_sets(&node.ms.vs)?;
+    let Some(matchers) = matchers.first() else {
+        return Err(PromqlError::Execution("internal error: selector without matchers".into()));
+    };
+    let scalars: Vec<Vec<f64>> = node
+        .call
+        .args
+        .args
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != node.idx)
+        .map(|(_, a)| match unwrap_parens(a) {
+            Expr::NumberLiteral(n) => vec![n.val; r.num_steps()],
+            _ => Vec::new(),
+        })
+        .collect();
+    let spec = RangeSpec {
+        name: node.call.func.name,
+        scalars,
+        range_ms: dur_ms(node.ms.range),
+        off: offset_ms(node.ms.vs.offset.as_ref()),
+        at: ev.at_ms(node.ms.vs.at.as_ref()),
+    };
+    let mut agg = node.agg.map(|a| StreamAgg::new(a, r));
+    let mut out: Matrix = Vec::new();
+    let mut sargs = Vec::new();
+
+    let hints = SelectHints { max_samples: *left };
+    let mut batches = store.select_batches(tenant, matchers, mint, maxt, hints).await.map_err(|e| select_err(&e))?;
+    while let Some(batch) = batches.next_batch().await.map_err(|e| select_err(&e))? {
+        ev.check_deadline()?;
+        let loaded: usize = batch.iter().map(|s| s.samples.len()).sum();
+        *left = left.checked_sub(loaded).ok_or(PromqlError::TooManySamples)?;
+        for s in batch {
+            // `Sample` and `Point` have the same layout: the collect reuses
+            // the allocation in place.
+            let pts: Vec<Point> =
+                s.samples.into_iter().filter(|p| !is_stale_nan(p.v)).map(|p| Point { t: p.t, f: p.v }).collect();
+            let Some(res) = range_series(ev, &spec, Arc::new(s.labels), &pts, false, r, &mut sargs)? else {
+                continue;
+            };
+            match agg.as_mut() {
+                Some(a) => {
+                    ev.release(res.points.len());
+                    a.add(&res, r);
+                }
+                None => out.push(res),
+            }
+        }
+    }
+    if let Some(a) = agg {
+        out = a.finish(r);
+        ev.account(out.iter().map(|s| s.points.len()).sum())?;
+    }
+    ev.precomputed.insert(node.node, out);
+    Ok(())
+}
+
+fn select_err(e: &SelectError) -> PromqlError {
+    match e {
+        SelectError::Limit(_) => PromqlError::TooManySamples,
+        SelectError::Storage(_) => PromqlError::Storage(e.to_string()),
+    }
+}
+
+/// One group's state at one step (the fields of the step-wise `Group`
+/// the streamed operators use).
+#[derive(Clone, Copy, Default)]
+struct Cell {
+    value: f64,
+    mean: f64,
+    kahan_c: f64,
+    count: f64,
+}
+
+const SEEN: u8 = 1;
+const INCREMENTAL: u8 = 2;
+const DROP_NAME: u8 = 4;
+
+/// An aggregation folding series as they come: per group and step, the
+/// same updates in the same order as the step-wise evaluation.
+struct StreamAgg {
+    op: u16,
+    grouping: Grouping,
+    index: HashMap<Vec<(String, String)>, usize>,
+    groups: Vec<GroupCells>,
+    steps: usize,
+}
+
+struct GroupCells {
+    metric: Metric,
+    cells: Vec<Cell>,
+    flags: Vec<u8>,
+}
+
+impl StreamAgg {
+    fn new(a: &AggregateExpr, r: Range) -> Self {
+        Self {
+            op: a.op.id(),
+            grouping: Grouping::of(a.modifier.as_ref()),
+            index: HashMap::new(),
+            groups: Vec::new(),
+            steps: r.num_steps(),
+        }
+    }
+
+    fn add(&mut self, s: &RSeries, r: Range) {
+        let key = self.grouping.key(&s.metric);
+        let n = self.groups.len();
+        let gi = *self.index.entry(key).or_insert(n);
+        if gi == n {
+            self.groups.push(GroupCells {
+                metric: Arc::new(self.grouping.labels_of(&s.metric)),
+                cells: vec![Cell::default(); self.steps],
+                flags: vec![0; self.steps],
+            });
+        }
+        let op = self.op;
+        let g = &mut self.groups[gi];
+        for p in &s.points {
+            let Some(k) = usize::try_from((p.t - r.start) / r.interval).ok().filter(|&k| k < g.cells.len()) else {
+                continue;
+            };
+            let (c, flags) = (&mut g.cells[k], &mut g.flags[k]);
+            let f = p.f;
+            if *flags & SEEN == 0 {
+                *c = Cell { value: f, mean: f, kahan_c: 0.0, count: 1.0 };
+                *flags = SEEN | if s.drop_name { DROP_NAME } else { 0 };
+                match op {
+                    T_STDDEV | T_STDVAR => c.value = if f.is_nan() || f.is_infinite() { f64::NAN } else { 0.0 },
+                    T_GROUP => c.value = 1.0,
+                    _ => {}
+                }
+                continue;
+            }
+            if s.drop_name {
+                *flags |= DROP_NAME;
+            }
+            match op {
+                T_SUM => (c.value, c.kahan_c) = kahan_inc(f, c.value, c.kahan_c),
+                T_AVG => {
+                    c.count += 1.0;
+                    if *flags & INCREMENTAL == 0 {
+                        let (nv, nc) = kahan_inc(f, c.value, c.kahan_c);
+                        if !nv.is_infinite() {
+                            c.value = nv;
+                            c.kahan_c = nc;
+                            continue;
+                        }
+                        *flags |= INCREMENTAL;
+                        c.mean = c.value / (c.count - 1.0);
+                        c.kahan_c /= c.count - 1.0;
+                    }
+                    let q = (c.count - 1.0) / c.count;
+                    (c.mean, c.kahan_c) = kahan_inc(f / c.count, q * c.mean, q * c.kahan_c);
+                }
+                T_MAX if c.value < f || c.value.is_nan() => c.value = f,
+                T_MIN if c.value > f || c.value.is_nan() => c.value = f,
+                T_COUNT => c.count += 1.0,
+                T_STDDEV | T_STDVAR => {
+                    c.count += 1.0;
+                    let delta = f - c.mean;
+                    c.mean += delta / c.count;
+                    c.value += delta * (f - c.mean);
+                }
+                // T_GROUP, and T_MAX and T_MIN keeping their value.
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(self, r: Range) -> Matrix {
+        let op = self.op;
+        let mut out = Vec::with_capacity(self.groups.len());
+        for g in self.groups {
+            let mut points = Vec::new();
+            let mut drop_name = false;
+            for (k, (c, &flags)) in g.cells.iter().zip(&g.flags).enumerate() {
+                if flags & SEEN == 0 {
+                    continue;
+                }
+                let v = match op {
+                    T_AVG => {
+                        if flags & INCREMENTAL != 0 {
+                            c.mean + c.kahan_c
+                        } else {
+                            c.value / c.count + c.kahan_c / c.count
+                        }
+                    }
+                    T_COUNT => c.count,
+                    T_STDVAR => c.value / c.count,
+                    T_STDDEV => (c.value / c.count).sqrt(),
+                    T_SUM => c.value + c.kahan_c,
+                    _ => c.value,
+                };
+                points.push(Point { t: r.start + k as i64 * r.interval, f: v });
+                drop_name = flags & DROP_NAME != 0;
+            }
+            if !points.is_empty() {
+                out.push(RSeries { metric: g.metric, points, drop_name });
+            }
+        }
+        out
+    }
+}

@@ -152,6 +152,38 @@ impl SeriesBatches for OneBatch {
     }
 }
 
+/// The series of `front` (sorted by labels) merged into the batches of
+/// `rest`, as [`merge_series_sets`] would merge `[front, all of rest]`: each
+/// batch of `rest` takes the series of `front` up to its last label set,
+/// and `front`'s samples win on equal timestamps. (A head in memory before
+/// the blocks, for example.)
+pub struct MergedBatches<'a> {
+    front: std::collections::VecDeque<Series>,
+    rest: Box<dyn SeriesBatches + 'a>,
+}
+
+impl<'a> MergedBatches<'a> {
+    /// `front` merged into `rest`.
+    pub fn new(front: Vec<Series>, rest: Box<dyn SeriesBatches + 'a>) -> Self {
+        Self { front: front.into(), rest }
+    }
+}
+
+impl SeriesBatches for MergedBatches<'_> {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        Box::pin(async move {
+            while let Some(batch) = self.rest.next_batch().await? {
+                let Some(last) = batch.last().map(|s| &s.labels) else { continue };
+                let n = self.front.partition_point(|s| s.labels <= *last);
+                let front: Vec<Series> = self.front.drain(..n).collect();
+                return Ok(Some(merge_series_sets(vec![front, batch])));
+            }
+            let rest: Vec<Series> = self.front.drain(..).collect();
+            Ok((!rest.is_empty()).then_some(rest))
+        })
+    }
+}
+
 /// Reads of series by label matchers over a time range.
 ///
 /// Implementors provide [`Select::select_with`] and, for speed,
@@ -365,6 +397,31 @@ mod tests {
         let first = Series { labels: series("m", &[]).labels, samples: vec![Sample::new(1, 100.0)] };
         let m = merge_series_sets(vec![vec![first], vec![series("m", &[0, 1, 2])]]);
         assert_eq!(m[0].samples, vec![Sample::new(0, 0.0), Sample::new(1, 100.0), Sample::new(2, 2.0)]);
+    }
+
+    #[test]
+    fn merged_batches_interleave_front_by_labels() {
+        let front = vec![series("a", &[1]), series("c", &[5, 6]), series("z", &[1])];
+        let rest = Box::new(Chunks(vec![vec![series("b", &[1]), series("c", &[6, 7])], vec![series("d", &[1])]]));
+        let mut m = MergedBatches::new(front.clone(), rest);
+        let mut got = Vec::new();
+        while let Some(b) = futures_lite_block_on(m.next_batch()).expect("ok") {
+            got.push(b.iter().map(|s| s.labels.metric_name().unwrap_or("").to_owned()).collect::<Vec<_>>().join(""));
+            if let Some(c) = b.iter().find(|s| s.labels.metric_name() == Some("c")) {
+                assert_eq!(c.samples.iter().map(|s| s.t).collect::<Vec<_>>(), [5, 6, 7]);
+            }
+        }
+        assert_eq!(got, ["abc", "d", "z"]);
+    }
+
+    /// Batches handed out first to last.
+    struct Chunks(Vec<Vec<Series>>);
+
+    impl SeriesBatches for Chunks {
+        fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+            let next = (!self.0.is_empty()).then(|| self.0.remove(0));
+            Box::pin(async move { Ok(next) })
+        }
     }
 
     #[test]

@@ -227,40 +227,109 @@ pub(crate) struct RangeSpec<'a> {
     pub at: Option<i64>,
 }
 
+/// The range-vector functions, resolved once per call rather than per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeFn {
+    /// `rate`
+    Rate,
+    /// `increase`
+    Increase,
+    /// `delta`
+    Delta,
+    /// `irate`
+    Irate,
+    /// `idelta`
+    Idelta,
+    /// `avg_over_time`
+    AvgOverTime,
+    /// `count_over_time`
+    CountOverTime,
+    /// `sum_over_time`
+    SumOverTime,
+    /// `min_over_time`
+    MinOverTime,
+    /// `max_over_time`
+    MaxOverTime,
+    /// `ts_of_min_over_time`
+    TsOfMinOverTime,
+    /// `ts_of_max_over_time`
+    TsOfMaxOverTime,
+    /// `ts_of_first_over_time`
+    TsOfFirstOverTime,
+    /// `ts_of_last_over_time`
+    TsOfLastOverTime,
+    /// `last_over_time`
+    LastOverTime,
+    /// `first_over_time`
+    FirstOverTime,
+    /// `present_over_time`
+    PresentOverTime,
+    /// `absent_over_time`
+    AbsentOverTime,
+    /// `stddev_over_time`
+    StddevOverTime,
+    /// `stdvar_over_time`
+    StdvarOverTime,
+    /// `quantile_over_time`
+    QuantileOverTime,
+    /// `mad_over_time`
+    MadOverTime,
+    /// `changes`
+    Changes,
+    /// `resets`
+    Resets,
+    /// `deriv`
+    Deriv,
+    /// `predict_linear`
+    PredictLinear,
+    /// `double_exponential_smoothing`
+    DoubleExponentialSmoothing,
+    /// `holt_winters`
+    HoltWinters,
+}
+
+impl RangeFn {
+    /// The function named `name`, if it is a range-vector function.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "delta" => Self::Delta,
+            "irate" => Self::Irate,
+            "idelta" => Self::Idelta,
+            "avg_over_time" => Self::AvgOverTime,
+            "count_over_time" => Self::CountOverTime,
+            "sum_over_time" => Self::SumOverTime,
+            "min_over_time" => Self::MinOverTime,
+            "max_over_time" => Self::MaxOverTime,
+            "ts_of_min_over_time" => Self::TsOfMinOverTime,
+            "ts_of_max_over_time" => Self::TsOfMaxOverTime,
+            "ts_of_first_over_time" => Self::TsOfFirstOverTime,
+            "ts_of_last_over_time" => Self::TsOfLastOverTime,
+            "last_over_time" => Self::LastOverTime,
+            "first_over_time" => Self::FirstOverTime,
+            "present_over_time" => Self::PresentOverTime,
+            "absent_over_time" => Self::AbsentOverTime,
+            "stddev_over_time" => Self::StddevOverTime,
+            "stdvar_over_time" => Self::StdvarOverTime,
+            "quantile_over_time" => Self::QuantileOverTime,
+            "mad_over_time" => Self::MadOverTime,
+            "changes" => Self::Changes,
+            "resets" => Self::Resets,
+            "deriv" => Self::Deriv,
+            "predict_linear" => Self::PredictLinear,
+            "double_exponential_smoothing" => Self::DoubleExponentialSmoothing,
+            "holt_winters" => Self::HoltWinters,
+            _ => return None,
+        })
+    }
+}
+
 /// Whether `name` is a range-vector function [`range_series`] evaluates
 /// series by series (everything except `absent_over_time`, which looks at
 /// all series together).
 pub(crate) fn is_series_range_fn(name: &str) -> bool {
-    matches!(
-        name,
-        "rate"
-            | "increase"
-            | "delta"
-            | "irate"
-            | "idelta"
-            | "avg_over_time"
-            | "count_over_time"
-            | "sum_over_time"
-            | "min_over_time"
-            | "max_over_time"
-            | "ts_of_min_over_time"
-            | "ts_of_max_over_time"
-            | "ts_of_first_over_time"
-            | "ts_of_last_over_time"
-            | "last_over_time"
-            | "first_over_time"
-            | "present_over_time"
-            | "stddev_over_time"
-            | "stdvar_over_time"
-            | "quantile_over_time"
-            | "mad_over_time"
-            | "changes"
-            | "resets"
-            | "deriv"
-            | "predict_linear"
-            | "double_exponential_smoothing"
-            | "holt_winters"
-    )
+    RangeFn::of(name).is_some_and(|f| f != RangeFn::AbsentOverTime)
 }
 
 /// Evaluates a range function over one series (`pts`: its points without
@@ -275,11 +344,36 @@ pub(crate) fn range_series(
     r: Range,
     sargs: &mut Vec<f64>,
 ) -> Result<Option<RSeries>, PromqlError> {
+    let mut points = Vec::new();
+    if !range_points(ev, spec, &metric, pts, r, sargs, &mut points)? {
+        return Ok(None);
+    }
+    ev.account(points.len())?;
+    Ok(Some(RSeries { metric, points, drop_name: range_fn_drops_name(spec.name) || inner_drop }))
+}
+
+/// Whether a range function's result drops the metric name.
+pub(crate) fn range_fn_drops_name(name: &str) -> bool {
+    name != "last_over_time" && name != "first_over_time"
+}
+
+/// The points of [`range_series`] into `points` (cleared first), without
+/// accounting them; whether there is any.
+pub(crate) fn range_points(
+    ev: &mut Evaluator<'_>,
+    spec: &RangeSpec<'_>,
+    metric: &Metric,
+    pts: &[Point],
+    r: Range,
+    sargs: &mut Vec<f64>,
+    points: &mut Vec<Point>,
+) -> Result<bool, PromqlError> {
     ev.check_deadline()?;
     let name = spec.name;
+    let func = RangeFn::of(name);
     sargs.clear();
     sargs.resize(spec.scalars.len(), 0.0);
-    let mut points = Vec::new();
+    points.clear();
     // Steps only move forward, so the window's bounds do too (unless `@`
     // pins them): two cursors instead of two searches per step.
     let (mut lo, mut hi) = (0usize, 0usize);
@@ -307,27 +401,23 @@ pub(crate) fn range_series(
             sargs[k] = s[step];
         }
         let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms: spec.range_ms };
-        if let Some(f) = range_fn(ev, name, w, sargs, &ctx)? {
+        if let Some(f) = range_fn(ev, name, func, w, sargs, &ctx)? {
             points.push(Point { t: ts, f });
         }
     }
-    let counter_fn = name == "rate" || name == "increase";
+    let counter_fn = matches!(func, Some(RangeFn::Rate | RangeFn::Increase));
     if let Some(n) = metric.metric_name().filter(|_| counter_fn && !points.is_empty())
         && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf))
     {
         ev.annos.info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
     }
-    if points.is_empty() {
-        return Ok(None);
-    }
-    ev.account(points.len())?;
-    let drop_name = name != "last_over_time" && name != "first_over_time";
-    Ok(Some(RSeries { metric, points, drop_name: drop_name || inner_drop }))
+    Ok(!points.is_empty())
 }
 
 fn range_fn(
     ev: &mut Evaluator<'_>,
     name: &str,
+    func: Option<RangeFn>,
     w: &[Point],
     sargs: &[f64],
     ctx: &RangeCtx,
@@ -335,33 +425,36 @@ fn range_fn(
     let n = w.len();
     let first = w[0];
     let last = w[n - 1];
-    Ok(match name {
-        "rate" => extrapolated_rate(w, ctx, true, true),
-        "increase" => extrapolated_rate(w, ctx, true, false),
-        "delta" => extrapolated_rate(w, ctx, false, false),
-        "irate" => instant_value(w, true),
-        "idelta" => instant_value(w, false),
-        "avg_over_time" => Some(avg_over_time(w)),
-        "count_over_time" => Some(n as f64),
-        "sum_over_time" => {
+    let Some(func) = func else {
+        return exec_err(format!("function {name:?} is not supported"));
+    };
+    Ok(match func {
+        RangeFn::Rate => extrapolated_rate(w, ctx, true, true),
+        RangeFn::Increase => extrapolated_rate(w, ctx, true, false),
+        RangeFn::Delta => extrapolated_rate(w, ctx, false, false),
+        RangeFn::Irate => instant_value(w, true),
+        RangeFn::Idelta => instant_value(w, false),
+        RangeFn::AvgOverTime => Some(avg_over_time(w)),
+        RangeFn::CountOverTime => Some(n as f64),
+        RangeFn::SumOverTime => {
             let (mut sum, mut c) = (0.0, 0.0);
             for p in w {
                 (sum, c) = kahan_inc(p.f, sum, c);
             }
             Some(if sum.is_infinite() { sum } else { sum + c })
         }
-        "min_over_time" => Some(compare_over_time(w, |cur, m| cur < m || m.is_nan()).1),
-        "max_over_time" => Some(compare_over_time(w, |cur, m| cur > m || m.is_nan()).1),
-        "ts_of_min_over_time" => Some(compare_over_time(w, |cur, m| cur <= m || m.is_nan()).0 as f64 / 1000.0),
-        "ts_of_max_over_time" => Some(compare_over_time(w, |cur, m| cur >= m || m.is_nan()).0 as f64 / 1000.0),
-        "ts_of_first_over_time" => Some(first.t as f64 / 1000.0),
-        "ts_of_last_over_time" => Some(last.t as f64 / 1000.0),
-        "last_over_time" => Some(last.f),
-        "first_over_time" => Some(first.f),
-        "present_over_time" | "absent_over_time" => Some(1.0),
-        "stddev_over_time" => Some(variance_over_time(w).sqrt()),
-        "stdvar_over_time" => Some(variance_over_time(w)),
-        "quantile_over_time" => {
+        RangeFn::MinOverTime => Some(compare_over_time(w, |cur, m| cur < m || m.is_nan()).1),
+        RangeFn::MaxOverTime => Some(compare_over_time(w, |cur, m| cur > m || m.is_nan()).1),
+        RangeFn::TsOfMinOverTime => Some(compare_over_time(w, |cur, m| cur <= m || m.is_nan()).0 as f64 / 1000.0),
+        RangeFn::TsOfMaxOverTime => Some(compare_over_time(w, |cur, m| cur >= m || m.is_nan()).0 as f64 / 1000.0),
+        RangeFn::TsOfFirstOverTime => Some(first.t as f64 / 1000.0),
+        RangeFn::TsOfLastOverTime => Some(last.t as f64 / 1000.0),
+        RangeFn::LastOverTime => Some(last.f),
+        RangeFn::FirstOverTime => Some(first.f),
+        RangeFn::PresentOverTime | RangeFn::AbsentOverTime => Some(1.0),
+        RangeFn::StddevOverTime => Some(variance_over_time(w).sqrt()),
+        RangeFn::StdvarOverTime => Some(variance_over_time(w)),
+        RangeFn::QuantileOverTime => {
             let q = sargs.first().copied().unwrap_or(f64::NAN);
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
                 ev.annos.warn(format!("quantile value should be between 0 and 1, got {}", format_float(q)));
@@ -369,7 +462,7 @@ fn range_fn(
             let mut vals: Vec<f64> = w.iter().map(|p| p.f).collect();
             Some(quantile(q, &mut vals))
         }
-        "mad_over_time" => {
+        RangeFn::MadOverTime => {
             if w.iter().any(|p| p.f.is_nan()) {
                 return Ok(Some(f64::NAN));
             }
@@ -378,7 +471,7 @@ fn range_fn(
             let mut dev: Vec<f64> = w.iter().map(|p| (p.f - median).abs()).collect();
             Some(quantile(0.5, &mut dev))
         }
-        "changes" => {
+        RangeFn::Changes => {
             let mut c = 0usize;
             for pair in w.windows(2) {
                 let (p, q) = (pair[0].f, pair[1].f);
@@ -388,15 +481,15 @@ fn range_fn(
             }
             Some(c as f64)
         }
-        "resets" => Some(w.windows(2).filter(|p| p[1].f < p[0].f).count() as f64),
-        "deriv" => {
+        RangeFn::Resets => Some(w.windows(2).filter(|p| p[1].f < p[0].f).count() as f64),
+        RangeFn::Deriv => {
             if n < 2 {
                 None
             } else {
                 Some(linear_regression(w, first.t).0)
             }
         }
-        "predict_linear" => {
+        RangeFn::PredictLinear => {
             if n < 2 {
                 None
             } else {
@@ -405,7 +498,7 @@ fn range_fn(
                 Some(slope * d + intercept)
             }
         }
-        "double_exponential_smoothing" | "holt_winters" => {
+        RangeFn::DoubleExponentialSmoothing | RangeFn::HoltWinters => {
             let sf = sargs.first().copied().unwrap_or(f64::NAN);
             let tf = sargs.get(1).copied().unwrap_or(f64::NAN);
             if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
@@ -416,7 +509,6 @@ fn range_fn(
             }
             double_exponential_smoothing(w, sf, tf)
         }
-        _ => return exec_err(format!("function {name:?} is not supported")),
     })
 }
 

@@ -23,7 +23,7 @@ use strata_model::{Select, SelectError, SelectHints, is_stale_nan};
 
 use crate::aggregate::Grouping;
 use crate::eval::{Evaluator, Range, dur_ms, offset_ms, unwrap_parens};
-use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_series};
+use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_fn_drops_name, range_points, range_series};
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries};
 
 /// A node evaluated by streaming.
@@ -155,8 +155,10 @@ pub(crate) async fn run(
         at: ev.at_ms(node.ms.vs.at.as_ref()),
     };
     let mut agg = node.agg.map(|a| StreamAgg::new(a, r));
+    let drop_name = range_fn_drops_name(spec.name);
     let mut out: Matrix = Vec::new();
     let mut sargs = Vec::new();
+    let mut points = Vec::with_capacity(r.num_steps().min(11_000));
 
     let hints = SelectHints { max_samples: *left };
     let mut batches = store.select_batches(tenant, matchers, mint, maxt, hints).await.map_err(|e| select_err(&e))?;
@@ -169,15 +171,15 @@ pub(crate) async fn run(
             // the allocation in place.
             let pts: Vec<Point> =
                 s.samples.into_iter().filter(|p| !is_stale_nan(p.v)).map(|p| Point { t: p.t, f: p.v }).collect();
-            let Some(res) = range_series(ev, &spec, Arc::new(s.labels), &pts, false, r, &mut sargs)? else {
-                continue;
-            };
+            let metric = Arc::new(s.labels);
             match agg.as_mut() {
                 Some(a) => {
-                    ev.release(res.points.len());
-                    a.add(&res, r);
+                    if range_points(ev, &spec, &metric, &pts, r, &mut sargs, &mut points)? {
+                        ev.check_transient(points.len())?;
+                        a.add(&metric, &points, drop_name, r);
+                    }
                 }
-                None => out.push(res),
+                None => out.extend(range_series(ev, &spec, metric, &pts, false, r, &mut sargs)?),
             }
         }
     }
@@ -237,20 +239,20 @@ impl StreamAgg {
         }
     }
 
-    fn add(&mut self, s: &RSeries, r: Range) {
-        let key = self.grouping.key(&s.metric);
+    fn add(&mut self, metric: &Metric, points: &[Point], drop_name: bool, r: Range) {
+        let key = self.grouping.key(metric);
         let n = self.groups.len();
         let gi = *self.index.entry(key).or_insert(n);
         if gi == n {
             self.groups.push(GroupCells {
-                metric: Arc::new(self.grouping.labels_of(&s.metric)),
+                metric: Arc::new(self.grouping.labels_of(metric)),
                 cells: vec![Cell::default(); self.steps],
                 flags: vec![0; self.steps],
             });
         }
         let op = self.op;
         let g = &mut self.groups[gi];
-        for p in &s.points {
+        for p in points {
             let Some(k) = usize::try_from((p.t - r.start) / r.interval).ok().filter(|&k| k < g.cells.len()) else {
                 continue;
             };
@@ -258,7 +260,7 @@ impl StreamAgg {
             let f = p.f;
             if *flags & SEEN == 0 {
                 *c = Cell { value: f, mean: f, kahan_c: 0.0, count: 1.0 };
-                *flags = SEEN | if s.drop_name { DROP_NAME } else { 0 };
+                *flags = SEEN | if drop_name { DROP_NAME } else { 0 };
                 match op {
                     T_STDDEV | T_STDVAR => c.value = if f.is_nan() || f.is_infinite() { f64::NAN } else { 0.0 },
                     T_GROUP => c.value = 1.0,
@@ -266,7 +268,7 @@ impl StreamAgg {
                 }
                 continue;
             }
-            if s.drop_name {
+            if drop_name {
                 *flags |= DROP_NAME;
             }
             match op {

@@ -176,16 +176,43 @@ impl BlockReader {
         maxt: i64,
         budget: &AtomicUsize,
     ) -> Result<Vec<Series>, BlockError> {
-        let mut hits: Vec<&SeriesEntry> = hits.iter().filter_map(|&i| self.series.get(i)).collect();
-        if hits.is_empty() {
-            return Ok(Vec::new());
+        let parts = self.read_parts(hits, mint, maxt, budget).await?;
+        let mut out: Vec<Series> = hits
+            .iter()
+            .zip(parts)
+            .filter(|(_, samples)| !samples.is_empty())
+            .filter_map(|(&i, samples)| Some(Series { labels: self.labels_at(i)?.clone(), samples }))
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Like [`BlockReader::read`], but returns the samples alone, one list
+    /// per entry of `hits` in the same order (empty where the series has no
+    /// sample in range).
+    pub async fn read_parts(
+        &self,
+        hits: &[usize],
+        mint: i64,
+        maxt: i64,
+        budget: &AtomicUsize,
+    ) -> Result<Vec<Vec<Sample>>, BlockError> {
+        let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
+        let mut parts: Vec<Vec<Sample>> = vec![Vec::new(); hits.len()];
+        // Positions in `hits`, in file order.
+        let mut order: Vec<(usize, &SeriesEntry)> = Vec::with_capacity(hits.len());
+        for (k, &i) in hits.iter().enumerate() {
+            order.push((k, self.series.get(i).ok_or_else(|| corrupt("no such series"))?));
         }
-        hits.sort_by_key(|s| s.first_row);
+        if order.is_empty() {
+            return Ok(parts);
+        }
+        order.sort_by_key(|(_, s)| s.first_row);
 
         // Row ranges → a selection of alternating skips and selects.
-        let mut selectors = Vec::with_capacity(hits.len() * 2);
+        let mut selectors = Vec::with_capacity(order.len() * 2);
         let mut pos = 0u64;
-        for s in &hits {
+        for (_, s) in &order {
             if s.first_row > pos {
                 selectors.push(RowSelector::skip(usize::try_from(s.first_row - pos).unwrap_or(usize::MAX)));
             }
@@ -203,10 +230,9 @@ impl BlockReader {
             .with_row_selection(RowSelection::from(selectors))
             .build()?;
 
-        let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
-        let mut out = Vec::with_capacity(hits.len());
-        let mut hit_iter = hits.iter();
-        let mut current: Option<(&SeriesEntry, Vec<Sample>, u32)> = None;
+        let mut hit_iter = order.iter();
+        // The series being read: its position in `hits`, entry, samples, rows seen.
+        let mut current: Option<(usize, &SeriesEntry, Vec<Sample>, u32)> = None;
         // Batches are decoded one at a time, so at most one batch beyond the
         // budget is ever in memory.
         while let Some(b) = stream.try_next().await? {
@@ -227,14 +253,15 @@ impl BlockReader {
             let rows = b.num_rows();
             let mut i = 0usize;
             while i < rows {
-                if current.as_ref().is_none_or(|(e, _, seen)| *seen == e.num_rows) {
-                    if let Some((e, samples, _)) = current.take() {
-                        push_series(&mut out, e, samples);
+                if current.as_ref().is_none_or(|(_, e, _, seen)| *seen == e.num_rows) {
+                    if let Some((k, _, samples, _)) = current.take() {
+                        parts[k] = samples;
                     }
-                    let e = hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
-                    current = Some((e, Vec::with_capacity(e.num_rows as usize), 0));
+                    let &(k, e) =
+                        hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
+                    current = Some((k, e, Vec::with_capacity(e.num_rows as usize), 0));
                 }
-                let Some((e, samples, seen)) = current.as_mut() else { break };
+                let Some((_, e, samples, seen)) = current.as_mut() else { break };
                 // The rest of this series' rows in this batch, decoded in one run.
                 let n = ((e.num_rows - *seen) as usize).min(rows - i);
                 *seen += n as u32;
@@ -245,11 +272,10 @@ impl BlockReader {
             }
             take_budget(budget, kept)?;
         }
-        if let Some((e, samples, _)) = current.take() {
-            push_series(&mut out, e, samples);
+        if let Some((k, _, samples, _)) = current.take() {
+            parts[k] = samples;
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(parts)
     }
 }
 
@@ -304,10 +330,4 @@ fn take_budget(budget: &AtomicUsize, n: usize) -> Result<(), BlockError> {
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n))
         .map(|_| ())
         .map_err(|_| BlockError::TooManySamples)
-}
-
-fn push_series(out: &mut Vec<Series>, e: &SeriesEntry, samples: Vec<Sample>) {
-    if !samples.is_empty() {
-        out.push(Series { labels: e.labels.clone(), samples });
-    }
 }

@@ -10,7 +10,7 @@ use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use strata_model::{
     BoxFuture, Labels, Matcher, Sample, Select, SelectError, SelectHints, Series, SeriesBatches, merge_label_sets,
-    merge_series_sets,
+    merge_parts, merge_series_sets,
 };
 
 use crate::meta::{BlockMeta, META_FILE};
@@ -316,6 +316,10 @@ impl Select for BlockStore {
 /// [`BlockStore::select_batches`] aims at: about 16 MiB of samples.
 const BATCH_ROWS: usize = 1 << 20;
 
+/// A series of a batch: its labels, and the blocks holding it, each with the
+/// series' position in that block's part of the batch.
+type PlannedSeries = (Labels, Vec<(usize, usize)>);
+
 /// The batches of one [`BlockStore::select_batches`]: the matching series of
 /// every block, walked in label order a few series at a time; each batch
 /// reads its series from every block and merges them.
@@ -347,35 +351,51 @@ impl BlockBatches {
     }
 
     /// Advances `pos` over the next series of about `batch_rows` rows;
-    /// returns where each block's part of the batch starts.
-    fn plan_batch(&mut self) -> Option<Vec<usize>> {
+    /// returns where each block's part of the batch starts and the batch's
+    /// series: labels, and which blocks hold it at which offset of their part.
+    fn plan_batch(&mut self) -> Option<(Vec<usize>, Vec<PlannedSeries>)> {
         let start = self.pos.clone();
         let mut rows = 0usize;
+        let mut plan = Vec::new();
         while rows < self.batch_rows {
             let Some(next) = self.next_labels().cloned() else { break };
-            for (b, (hits, p)) in self.readers.iter().zip(self.hits.iter().zip(self.pos.iter_mut())) {
+            let mut holders = Vec::new();
+            for (k, (b, (hits, p))) in self.readers.iter().zip(self.hits.iter().zip(self.pos.iter_mut())).enumerate() {
                 if let Some(&i) = hits.get(*p)
                     && b.labels_at(i) == Some(&next)
                 {
                     rows += b.rows_at(i);
+                    holders.push((k, *p - start[k]));
                     *p += 1;
                 }
             }
+            plan.push((next, holders));
         }
-        (start != self.pos).then_some(start)
+        (start != self.pos).then_some((start, plan))
     }
 }
 
 impl SeriesBatches for BlockBatches {
     fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
         Box::pin(async move {
-            while let Some(start) = self.plan_batch() {
+            while let Some((start, plan)) = self.plan_batch() {
                 let this = &*self;
                 let reads = this.readers.iter().enumerate().map(|(k, b)| {
                     let part = &this.hits[k][start[k]..this.pos[k]];
-                    b.read(part, this.mint, this.maxt, &this.budget)
+                    b.read_parts(part, this.mint, this.maxt, &this.budget)
                 });
-                let batch = merge_series_sets(futures::future::try_join_all(reads).await?);
+                let mut parts = futures::future::try_join_all(reads).await?;
+                // Each series from its blocks, in block order (the earlier
+                // block's sample wins a repeated timestamp, as in a select).
+                let mut batch = Vec::with_capacity(plan.len());
+                for (labels, holders) in plan {
+                    let series_parts =
+                        holders.iter().filter_map(|&(k, j)| parts.get_mut(k)?.get_mut(j).map(std::mem::take)).collect();
+                    let samples = merge_parts(series_parts);
+                    if !samples.is_empty() {
+                        batch.push(Series { labels, samples });
+                    }
+                }
                 if !batch.is_empty() {
                     return Ok(Some(batch));
                 }

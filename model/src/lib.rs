@@ -23,7 +23,8 @@ pub use matcher::{MatchOp, Matcher};
 pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};
 pub use storage::{
     Append, AppendError, AppendSummary, BoxFuture, MergedBatches, OneBatch, SampleBudget, Select, SelectError,
-    SelectHints, Series, SeriesBatches, TOO_MANY_SAMPLES, merge_label_sets, merge_samples, merge_series_sets,
+    SelectHints, Series, SeriesBatches, TOO_MANY_SAMPLES, merge_label_sets, merge_parts, merge_samples,
+    merge_series_sets,
 };
 
 /// The tenant used when a request names none (Mimir's and Cortex' default).

@@ -315,9 +315,10 @@ pub fn merge_series_sets(sets: Vec<Vec<Series>>) -> Vec<Series> {
     by_labels.into_iter().map(|(labels, parts)| Series { labels, samples: merge_parts(parts) }).collect()
 }
 
-/// Merges time-ordered sample lists; on equal timestamps the earlier list
-/// wins. Lists that do not overlap in time (blocks) are concatenated.
-fn merge_parts(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+/// Merges time-ordered sample lists of one series; on equal timestamps the
+/// earlier list wins. Lists that do not overlap in time (blocks) are
+/// concatenated.
+pub fn merge_parts(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();

@@ -374,6 +374,12 @@ pub(crate) fn range_points(
     sargs.clear();
     sargs.resize(spec.scalars.len(), 0.0);
     points.clear();
+    // Counter resets, found once per series rather than once per window.
+    let resets: Vec<usize> = if matches!(func, Some(RangeFn::Rate | RangeFn::Increase)) {
+        (1..pts.len()).filter(|&j| pts[j].f < pts[j - 1].f).collect()
+    } else {
+        Vec::new()
+    };
     // Steps only move forward, so the window's bounds do too (unless `@`
     // pins them): two cursors instead of two searches per step.
     let (mut lo, mut hi) = (0usize, 0usize);
@@ -401,7 +407,12 @@ pub(crate) fn range_points(
             sargs[k] = s[step];
         }
         let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms: spec.range_ms };
-        if let Some(f) = range_fn(ev, name, func, w, sargs, &ctx)? {
+        let v = match func {
+            Some(RangeFn::Rate) => counter_rate(pts, lo, hi, &resets, &ctx, true),
+            Some(RangeFn::Increase) => counter_rate(pts, lo, hi, &resets, &ctx, false),
+            _ => range_fn(ev, name, func, w, sargs, &ctx)?,
+        };
+        if let Some(f) = v {
             points.push(Point { t: ts, f });
         }
     }
@@ -517,8 +528,7 @@ fn extrapolated_rate(w: &[Point], ctx: &RangeCtx, is_counter: bool, is_rate: boo
     if n < 2 {
         return None;
     }
-    let (first, last) = (w[0], w[n - 1]);
-    let mut result = last.f - first.f;
+    let mut result = w[n - 1].f - w[0].f;
     if is_counter {
         for p in w.windows(2) {
             if p[1].f < p[0].f {
@@ -526,6 +536,35 @@ fn extrapolated_rate(w: &[Point], ctx: &RangeCtx, is_counter: bool, is_rate: boo
             }
         }
     }
+    extrapolate(w, ctx, result, is_counter, is_rate)
+}
+
+/// `rate` or `increase` over `pts[lo..hi]`, where `resets` lists (in order)
+/// the positions `j` of `pts` with `pts[j] < pts[j - 1]`: adds the same
+/// values in the same order as [`extrapolated_rate`] without visiting
+/// every point.
+fn counter_rate(pts: &[Point], lo: usize, hi: usize, resets: &[usize], ctx: &RangeCtx, is_rate: bool) -> Option<f64> {
+    let w = &pts[lo..hi];
+    let n = w.len();
+    if n < 2 {
+        return None;
+    }
+    let mut result = w[n - 1].f - w[0].f;
+    let from = resets.partition_point(|&j| j <= lo);
+    for &j in resets[from..].iter().take_while(|&&j| j < hi) {
+        result += pts[j - 1].f;
+    }
+    extrapolate(w, ctx, result, true, is_rate)
+}
+
+/// Prometheus' extrapolation of a window's difference `result` to the
+/// window's edges (`extrapolatedRate`).
+fn extrapolate(w: &[Point], ctx: &RangeCtx, result: f64, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let n = w.len();
+    if n < 2 {
+        return None;
+    }
+    let (first, last) = (w[0], w[n - 1]);
     let mut to_start = (first.t - ctx.range_start) as f64 / 1000.0;
     let mut to_end = (ctx.range_end - last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
@@ -1326,6 +1365,27 @@ mod tests {
         let ctx = RangeCtx { ts: 60_000, range_start: 0, range_end: 60_000, range_ms: 60_000 };
         let r = extrapolated_rate(&w, &ctx, true, true).expect("rate");
         assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+
+    proptest::proptest! {
+        /// Visiting only the resets gives the full loop's sum, bit for bit.
+        #[test]
+        fn counter_rate_equals_the_full_loop(
+            vals in proptest::collection::vec(proptest::prop_oneof![0.0..1e6f64, proptest::strategy::Just(f64::NAN)], 2..60),
+            lo in 0usize..60,
+            len in 0usize..60,
+        ) {
+            let pts: Vec<Point> = vals.iter().enumerate().map(|(i, &f)| Point { t: i as i64 * 15_000 + 3, f }).collect();
+            let lo = lo.min(pts.len());
+            let hi = (lo + len).min(pts.len());
+            let resets: Vec<usize> = (1..pts.len()).filter(|&j| pts[j].f < pts[j - 1].f).collect();
+            let ctx = RangeCtx { ts: 900_000, range_start: lo as i64 * 15_000, range_end: hi as i64 * 15_000 + 10, range_ms: 300_000 };
+            for is_rate in [true, false] {
+                let want = extrapolated_rate(&pts[lo..hi], &ctx, true, is_rate).map(f64::to_bits);
+                let got = counter_rate(&pts, lo, hi, &resets, &ctx, is_rate).map(f64::to_bits);
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]

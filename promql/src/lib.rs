@@ -170,7 +170,7 @@ impl Engine {
         let streamed = if self.no_streaming { Vec::new() } else { stream::find(expr) };
         // The selectors of streamed nodes are read while those are evaluated.
         let mut skip: HashMap<usize, (i64, i64)> =
-            streamed.iter().map(|n| (eval::selector_key(&n.ms.vs), (i64::MAX, i64::MIN))).collect();
+            streamed.iter().map(|n| (eval::selector_key(n.selector()), (i64::MAX, i64::MIN))).collect();
         for f in &fetches {
             if let Some(range) = skip.get_mut(&eval::selector_key(f.vs)) {
                 *range = (f.mint, f.maxt);
@@ -194,7 +194,7 @@ impl Engine {
             precomputed: HashMap::new(),
         };
         for node in &streamed {
-            let (mint, maxt) = skip.get(&eval::selector_key(&node.ms.vs)).copied().unwrap_or((0, -1));
+            let (mint, maxt) = skip.get(&eval::selector_key(node.selector())).copied().unwrap_or((0, -1));
             stream::run(&mut ev, store, tenant, node, mint, maxt, &mut left, r).await?;
         }
         if is_range && contains_sort(expr) {
@@ -377,6 +377,14 @@ mod tests {
             "rate(g[5m])",
             "sum(deriv(x_total[5m])) or max(stddev_over_time(g[5m]))",
             "double_exponential_smoothing(g[10m], 0.5, 0.5)",
+            "x_total",
+            "sum by (job) (g)",
+            "avg(x_total offset 1m)",
+            "max(g @ 1500)",
+            "timestamp(g) + on(job) g",
+            "g / on(job) group_left sum by (job) (x_total)",
+            "absent(nope)",
+            "count(x_total > 50)",
         ];
         let bits = |v: &Value| match v {
             Value::Matrix(m) => m

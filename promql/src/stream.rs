@@ -1,7 +1,7 @@
-//! Streamed evaluation: a range-vector function over a selector
-//! (`rate(x[5m])`, `max_over_time(x[1h])`, ...), and a `sum`, `avg`, `count`,
-//! `min`, `max`, `group`, `stddev` or `stdvar` over one, evaluated while the
-//! selector's series stream out of storage in batches
+//! Streamed evaluation: an instant selector, a range-vector function over a
+//! selector (`rate(x[5m])`, `max_over_time(x[1h])`, ...), and a `sum`, `avg`,
+//! `count`, `min`, `max`, `group`, `stddev` or `stdvar` over either,
+//! evaluated while the selector's series stream out of storage in batches
 //! ([`strata_model::Select::select_batches`]).
 //!
 //! Such a node needs one series' samples at a time: only the current batch
@@ -18,26 +18,47 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use promql_parser::parser::token::{T_AVG, T_COUNT, T_GROUP, T_MAX, T_MIN, T_STDDEV, T_STDVAR, T_SUM};
-use promql_parser::parser::{AggregateExpr, Call, Expr, MatrixSelector};
+use promql_parser::parser::{AggregateExpr, Call, Expr, MatrixSelector, VectorSelector};
 use strata_model::{Select, SelectError, SelectHints, is_stale_nan};
 
 use crate::aggregate::Grouping;
-use crate::eval::{Evaluator, Range, dur_ms, offset_ms, unwrap_parens};
-use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_fn_drops_name, range_points, range_series};
+use crate::eval::{Evaluator, Range, dur_ms, offset_ms, unwrap_parens, vector_points};
+use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_fn_drops_name, range_points};
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries};
 
 /// A node evaluated by streaming.
 pub(crate) struct Streamed<'e> {
     /// The node's address ([`node_key`]), under which its result is kept.
     pub node: usize,
-    /// The aggregation over the call, if any.
+    /// The aggregation over the source, if any.
     pub agg: Option<&'e AggregateExpr>,
-    /// The range-vector function call.
-    pub call: &'e Call,
-    /// Its range argument.
-    pub ms: &'e MatrixSelector,
-    /// The position of the range argument.
-    pub idx: usize,
+    /// What is evaluated per series.
+    pub source: Source<'e>,
+}
+
+/// What a streamed node evaluates per series.
+pub(crate) enum Source<'e> {
+    /// A range-vector function call over a matrix selector.
+    Range {
+        /// The call.
+        call: &'e Call,
+        /// Its range argument.
+        ms: &'e MatrixSelector,
+        /// The position of the range argument.
+        idx: usize,
+    },
+    /// An instant vector selector.
+    Instant(&'e VectorSelector),
+}
+
+impl Streamed<'_> {
+    /// The selector the node reads.
+    pub fn selector(&self) -> &VectorSelector {
+        match &self.source {
+            Source::Range { ms, .. } => &ms.vs,
+            Source::Instant(vs) => vs,
+        }
+    }
 }
 
 /// The identity of an expression node (its address; the AST does not move
@@ -57,10 +78,9 @@ fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
     match e {
         Expr::Aggregate(a) => {
             if streamable_agg(a)
-                && let Expr::Call(c) = unwrap_parens(&a.expr)
-                && let Some((ms, idx)) = streamable_call(c)
+                && let Some(source) = streamable_source(unwrap_parens(&a.expr))
             {
-                out.push(Streamed { node: node_key(e), agg: Some(a), call: c, ms, idx });
+                out.push(Streamed { node: node_key(e), agg: Some(a), source });
                 return;
             }
             if let Some(p) = &a.param {
@@ -70,7 +90,13 @@ fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
         }
         Expr::Call(c) => {
             if let Some((ms, idx)) = streamable_call(c) {
-                out.push(Streamed { node: node_key(e), agg: None, call: c, ms, idx });
+                out.push(Streamed { node: node_key(e), agg: None, source: Source::Range { call: c, ms, idx } });
+                return;
+            }
+            // `timestamp(x)` reads its selector's samples itself.
+            if c.func.name == "timestamp"
+                && c.args.args.first().is_some_and(|a| matches!(unwrap_parens(a), Expr::VectorSelector(_)))
+            {
                 return;
             }
             for a in &c.args.args {
@@ -83,13 +109,26 @@ fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
             walk(&b.rhs, out);
         }
         Expr::Paren(p) => walk(&p.expr, out),
+        Expr::VectorSelector(_) => {
+            if let Some(source) = streamable_source(e) {
+                out.push(Streamed { node: node_key(e), agg: None, source });
+            }
+        }
         // A subquery evaluates its inner expression at its own steps.
         Expr::Subquery(_)
         | Expr::NumberLiteral(_)
         | Expr::StringLiteral(_)
-        | Expr::VectorSelector(_)
         | Expr::MatrixSelector(_)
         | Expr::Extension(_) => {}
+    }
+}
+
+/// A streamable call or instant selector.
+fn streamable_source(e: &Expr) -> Option<Source<'_>> {
+    match e {
+        Expr::Call(c) => streamable_call(c).map(|(ms, idx)| Source::Range { call: c, ms, idx }),
+        Expr::VectorSelector(vs) if vs.matchers.or_matchers.is_empty() => Some(Source::Instant(vs)),
+        _ => None,
     }
 }
 
@@ -131,31 +170,38 @@ pub(crate) async fn run(
     left: &mut usize,
     r: Range,
 ) -> Result<(), PromqlError> {
-    let matchers = crate::plan::matcher_sets(&node.ms.vs)?;
+    let matchers = crate::plan::matcher_sets(node.selector())?;
     let Some(matchers) = matchers.first() else {
         return Err(PromqlError::Execution("internal error: selector without matchers".into()));
     };
-    let scalars: Vec<Vec<f64>> = node
-        .call
-        .args
-        .args
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| *i != node.idx)
-        .map(|(_, a)| match unwrap_parens(a) {
-            Expr::NumberLiteral(n) => vec![n.val; r.num_steps()],
-            _ => Vec::new(),
-        })
-        .collect();
-    let spec = RangeSpec {
-        name: node.call.func.name,
-        scalars,
-        range_ms: dur_ms(node.ms.range),
-        off: offset_ms(node.ms.vs.offset.as_ref()),
-        at: ev.at_ms(node.ms.vs.at.as_ref()),
+    let per_series = match &node.source {
+        Source::Range { call, ms, idx } => {
+            let scalars: Vec<Vec<f64>> = call
+                .args
+                .args
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i != idx)
+                .map(|(_, a)| match unwrap_parens(a) {
+                    Expr::NumberLiteral(n) => vec![n.val; r.num_steps()],
+                    _ => Vec::new(),
+                })
+                .collect();
+            PerSeries::Range(RangeSpec {
+                name: call.func.name,
+                scalars,
+                range_ms: dur_ms(ms.range),
+                off: offset_ms(ms.vs.offset.as_ref()),
+                at: ev.at_ms(ms.vs.at.as_ref()),
+            })
+        }
+        Source::Instant(vs) => PerSeries::Instant { off: offset_ms(vs.offset.as_ref()), at: ev.at_ms(vs.at.as_ref()) },
+    };
+    let drop_name = match &per_series {
+        PerSeries::Range(spec) => range_fn_drops_name(spec.name),
+        PerSeries::Instant { .. } => false,
     };
     let mut agg = node.agg.map(|a| StreamAgg::new(a, r));
-    let drop_name = range_fn_drops_name(spec.name);
     let mut out: Matrix = Vec::new();
     let mut sargs = Vec::new();
     let mut points = Vec::with_capacity(r.num_steps().min(11_000));
@@ -167,19 +213,33 @@ pub(crate) async fn run(
         let loaded: usize = batch.iter().map(|s| s.samples.len()).sum();
         *left = left.checked_sub(loaded).ok_or(PromqlError::TooManySamples)?;
         for s in batch {
-            // `Sample` and `Point` have the same layout: the collect reuses
-            // the allocation in place.
-            let pts: Vec<Point> =
-                s.samples.into_iter().filter(|p| !is_stale_nan(p.v)).map(|p| Point { t: p.t, f: p.v }).collect();
             let metric = Arc::new(s.labels);
-            match agg.as_mut() {
-                Some(a) => {
-                    if range_points(ev, &spec, &metric, &pts, r, &mut sargs, &mut points)? {
-                        ev.check_transient(points.len())?;
-                        a.add(&metric, &points, drop_name, r);
-                    }
+            let any = match &per_series {
+                PerSeries::Range(spec) => {
+                    // `Sample` and `Point` have the same layout: the collect
+                    // reuses the allocation in place.
+                    let pts: Vec<Point> = s
+                        .samples
+                        .into_iter()
+                        .filter(|p| !is_stale_nan(p.v))
+                        .map(|p| Point { t: p.t, f: p.v })
+                        .collect();
+                    range_points(ev, spec, &metric, &pts, r, &mut sargs, &mut points)?
                 }
-                None => out.extend(range_series(ev, &spec, metric, &pts, false, r, &mut sargs)?),
+                &PerSeries::Instant { off, at } => {
+                    vector_points(&s.samples, r, at, off, ev.lookback, false, &mut points)
+                }
+            };
+            if !any {
+                continue;
+            }
+            ev.check_transient(points.len())?;
+            match agg.as_mut() {
+                Some(a) => a.add(&metric, &points, drop_name, r),
+                None => {
+                    ev.account(points.len())?;
+                    out.push(RSeries { metric, points: points.clone(), drop_name });
+                }
             }
         }
     }
@@ -189,6 +249,14 @@ pub(crate) async fn run(
     }
     ev.precomputed.insert(node.node, out);
     Ok(())
+}
+
+/// The per-series evaluation of a streamed node.
+enum PerSeries<'a> {
+    /// A range-vector function.
+    Range(RangeSpec<'a>),
+    /// An instant selector with its offset and `@` time.
+    Instant { off: i64, at: Option<i64> },
 }
 
 fn select_err(e: &SelectError) -> PromqlError {

@@ -1,6 +1,7 @@
 //! Before evaluation: find every selector of a query, work out the time
 //! range it needs (widened by lookback, ranges, offsets, subqueries and
-//! `@`), and fetch its series once.
+//! `@`), and fetch its series once (all but the selectors of streamed
+//! nodes, which `stream` reads batch by batch).
 
 use std::collections::HashMap;
 

@@ -124,6 +124,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, call: &Call, r: Range) -> Result
         }
         "label_replace" => return label_replace(ev, &args, r).map(Val::Matrix),
         "label_join" => return label_join(ev, &args, r).map(Val::Matrix),
+        "info" => return eval_info(ev, call, &args, r).map(Val::Matrix),
         _ => {}
     }
     if let Some(idx) = args.iter().position(|a| matches!(a, Expr::MatrixSelector(_) | Expr::Subquery(_))) {
@@ -1256,6 +1257,135 @@ fn histogram_fraction(ev: &mut Evaluator<'_>, lower: f64, upper: f64, v: &[Sampl
 
 // ---------------------------------------------------------------------------
 // Label functions.
+
+/// The labels `info()` joins on.
+const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, {data matchers})` (experimental), as Prometheus' `evalInfo`:
+/// adds to each series of `v` the data labels of the info series (by default
+/// `target_info`) with the same `instance` and `job`, at every step the
+/// newest such info sample; info series themselves pass unchanged.
+fn eval_info(ev: &mut Evaluator<'_>, call: &Call, args: &[&Expr], r: Range) -> Result<Matrix, PromqlError> {
+    let Some(first) = args.first() else {
+        return exec_err("info needs an argument");
+    };
+    let base = ev.eval_matrix(first, r)?;
+    let mut data_matchers = crate::plan::info_data_matchers(call)?;
+    let name_matchers: Vec<strata_model::Matcher> = if args.len() > 1 {
+        data_matchers.iter().filter(|m| m.name == METRIC_NAME).cloned().collect()
+    } else {
+        vec![strata_model::Matcher::equal(METRIC_NAME, "target_info")]
+    };
+    // Info series themselves are not enriched.
+    let ignore: HashSet<Labels> = base
+        .iter()
+        .filter(|s| {
+            !name_matchers.is_empty() && name_matchers.iter().all(|m| m.matches(s.metric.metric_name().unwrap_or("")))
+        })
+        .map(|s| (*s.metric).clone())
+        .collect();
+    let mut id_values: HashMap<&str, HashSet<String>> = HashMap::new();
+    for s in base.iter().filter(|s| !ignore.contains(&*s.metric)) {
+        for l in IDENTIFYING_LABELS {
+            if let Some(v) = s.metric.get(l).filter(|v| !v.is_empty()) {
+                id_values.entry(l).or_default().insert(v.to_owned());
+            }
+        }
+    }
+    data_matchers.retain(|m| m.name != METRIC_NAME);
+
+    // The info series at each step, valued with their sample's time (ms).
+    let mut info: Matrix = Vec::new();
+    if !id_values.is_empty() {
+        let Some(d) = ev.data.get(&crate::plan::info_key(call)) else {
+            return exec_err("internal error: info series were not fetched");
+        };
+        let mut points = Vec::new();
+        for (s, metric) in d.raw.iter().zip(&d.metrics) {
+            let wanted = id_values.iter().all(|(l, vals)| metric.get(l).is_some_and(|v| vals.contains(v)));
+            if wanted && crate::eval::vector_points(&s.samples, r, None, 0, ev.lookback, true, &mut points) {
+                for p in &mut points {
+                    p.f = (p.f * 1000.0).round();
+                }
+                info.push(RSeries { metric: metric.clone(), points: points.clone(), drop_name: false });
+            }
+        }
+    }
+    let sig = |name: &str, l: &Labels| -> (String, Option<String>, Option<String>) {
+        (name.to_owned(), l.get("instance").map(str::to_owned), l.get("job").map(str::to_owned))
+    };
+    let info_names: Vec<String> = {
+        let mut n: Vec<String> = info.iter().filter_map(|s| s.metric.metric_name().map(str::to_owned)).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let data_names: HashSet<String> = data_matchers.iter().map(|m| m.name.clone()).collect();
+    let all_match_empty = data_matchers.iter().all(|m| m.matches(""));
+    ev.range_eval(r, &[base, info], |_, v, _| {
+        let mut right: HashMap<(String, Option<String>, Option<String>), &Sample> = HashMap::new();
+        for s in &v[1] {
+            let key = sig(s.metric.metric_name().unwrap_or(""), &s.metric);
+            match right.get(&key) {
+                Some(e) if e.f > s.f => {}
+                Some(e) if e.f == s.f => {
+                    return exec_err(format!(
+                        "found duplicate series for info metric: existing {} @ {}, new {} @ {}",
+                        crate::value::labels_string(&e.metric),
+                        e.f as i64,
+                        crate::value::labels_string(&s.metric),
+                        s.f as i64
+                    ));
+                }
+                _ => {
+                    right.insert(key, s);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(v[0].len());
+        for bs in &v[0] {
+            if ignore.contains(&*bs.metric) {
+                out.push(Sample { metric: bs.metric.clone(), t: bs.t, f: bs.f, drop_name: false });
+                continue;
+            }
+            let mut add: Vec<(String, String)> = Vec::new();
+            let mut seen = 0usize;
+            for name in &info_names {
+                let Some(is) = right.get(&sig(name, &bs.metric)) else { continue };
+                for l in is.metric.iter() {
+                    if l.name == METRIC_NAME || (!data_names.is_empty() && !data_names.contains(&l.name)) {
+                        continue;
+                    }
+                    if let Some((_, v)) = add.iter().find(|(n, _)| *n == l.name) {
+                        if *v != l.value {
+                            return exec_err(format!("conflicting label: {}", l.name));
+                        }
+                        continue;
+                    }
+                    if bs.metric.get(&l.name).is_some() {
+                        continue;
+                    }
+                    add.push((l.name.clone(), l.value.clone()));
+                }
+                seen += 1;
+            }
+            if seen == 0 && !all_match_empty {
+                continue;
+            }
+            let metric = if add.is_empty() {
+                bs.metric.clone()
+            } else {
+                let mut b = bs.metric.builder();
+                for (n, v) in add {
+                    b.set(n, v);
+                }
+                Arc::new(b.build())
+            };
+            out.push(Sample { metric, t: bs.t, f: bs.f, drop_name: false });
+        }
+        Ok(out)
+    })
+}
 
 fn label_replace(ev: &mut Evaluator<'_>, args: &[&Expr], r: Range) -> Result<Matrix, PromqlError> {
     if args.len() != 5 {

@@ -176,7 +176,10 @@ impl Engine {
                 *range = (f.mint, f.maxt);
             }
         }
-        let (data, mut left) = plan::fetch_all(store, tenant, &fetches, &skip, self.opts.max_samples).await?;
+        let (mut data, mut left) = plan::fetch_all(store, tenant, &fetches, &skip, self.opts.max_samples).await?;
+        let mut infos = Vec::new();
+        plan::collect_info(expr, &ctx, &mut infos);
+        plan::fetch_info(store, tenant, &infos, &mut data, &mut left).await?;
         if Instant::now() > deadline {
             return Err(PromqlError::Timeout);
         }

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
-use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::parser::{Call, Expr, VectorSelector};
 use strata_model::{METRIC_NAME, MatchOp, Matcher, Select, SelectError, SelectHints, Series};
 
 use crate::eval::{SelectorData, dur_ms, offset_ms, selector_key, system_time_ms};
@@ -88,11 +88,116 @@ fn walk<'e>(e: &'e Expr, ctx: &PlanCtx, st: PathState, eval_range: i64, out: &mu
         Expr::VectorSelector(vs) => out.push(fetch_for(vs, ctx, st, eval_range)),
         Expr::MatrixSelector(ms) => out.push(fetch_for(&ms.vs, ctx, st, dur_ms(ms.range))),
         Expr::Call(c) => {
-            for a in &c.args.args {
+            // `info`'s second argument selects info series (see `collect_info`).
+            let n = if c.func.name == "info" { 1 } else { c.args.args.len() };
+            for a in c.args.args.iter().take(n) {
                 walk(a, ctx, st, 0, out);
             }
         }
     }
+}
+
+/// The info series an `info()` call needs and their time range.
+pub(crate) struct InfoFetch<'e> {
+    /// The call.
+    pub call: &'e Call,
+    /// Earliest sample time needed, ms.
+    pub mint: i64,
+    /// Latest sample time needed, ms.
+    pub maxt: i64,
+}
+
+/// The key of an `info()` call's info series in the fetched data.
+pub(crate) fn info_key(call: &Call) -> usize {
+    std::ptr::from_ref(call) as usize
+}
+
+/// Lists the `info()` calls of `e`. Like Prometheus, their info series are
+/// read over the query's range (or the `@` time of the first selector of the
+/// first argument), widened by the lookback delta and shifted by that
+/// selector's offset.
+pub(crate) fn collect_info<'e>(e: &'e Expr, ctx: &PlanCtx, out: &mut Vec<InfoFetch<'e>>) {
+    match e {
+        Expr::Call(c) => {
+            if c.func.name == "info" {
+                let first = c.args.args.first().and_then(|a| first_selector(a));
+                let (mut start, mut end) = (ctx.start, ctx.end);
+                if let Some(at) = first.and_then(|vs| at_of(vs.at.as_ref(), ctx)) {
+                    (start, end) = (at, at);
+                }
+                let off = first.map_or(0, |vs| offset_ms(vs.offset.as_ref()));
+                out.push(InfoFetch { call: c, mint: start - (ctx.lookback - 1) - off, maxt: end - off });
+            }
+            for a in &c.args.args {
+                collect_info(a, ctx, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                collect_info(p, ctx, out);
+            }
+            collect_info(&a.expr, ctx, out);
+        }
+        Expr::Unary(u) => collect_info(&u.expr, ctx, out),
+        Expr::Binary(b) => {
+            collect_info(&b.lhs, ctx, out);
+            collect_info(&b.rhs, ctx, out);
+        }
+        Expr::Paren(p) => collect_info(&p.expr, ctx, out),
+        Expr::Subquery(sq) => collect_info(&sq.expr, ctx, out),
+        _ => {}
+    }
+}
+
+/// The first selector of `e` in evaluation order.
+fn first_selector(e: &Expr) -> Option<&VectorSelector> {
+    match e {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.vs),
+        Expr::Call(c) => c.args.args.iter().find_map(|a| first_selector(a)),
+        Expr::Aggregate(a) => a.param.as_deref().and_then(first_selector).or_else(|| first_selector(&a.expr)),
+        Expr::Unary(u) => first_selector(&u.expr),
+        Expr::Binary(b) => first_selector(&b.lhs).or_else(|| first_selector(&b.rhs)),
+        Expr::Paren(p) => first_selector(&p.expr),
+        Expr::Subquery(sq) => first_selector(&sq.expr),
+        _ => None,
+    }
+}
+
+/// The data-label matchers of an `info()` call: its second argument's.
+pub(crate) fn info_data_matchers(call: &Call) -> Result<Vec<Matcher>, PromqlError> {
+    match call.args.args.get(1).map(|a| crate::eval::unwrap_parens(a)) {
+        Some(Expr::VectorSelector(vs)) => Ok(matcher_sets(vs)?.into_iter().next().unwrap_or_default()),
+        Some(_) => Err(PromqlError::Execution("info: expected a label selector".into())),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Reads the info series of `info()` calls (the data-label matchers, and
+/// `__name__="target_info"` unless they name metrics) into `data`, taking
+/// their samples from `left`.
+pub(crate) async fn fetch_info(
+    store: &dyn Select,
+    tenant: &str,
+    fetches: &[InfoFetch<'_>],
+    data: &mut HashMap<usize, SelectorData>,
+    left: &mut usize,
+) -> Result<(), PromqlError> {
+    for f in fetches {
+        let mut ms = info_data_matchers(f.call)?;
+        if !ms.iter().any(|m| m.name == METRIC_NAME) {
+            ms.insert(0, Matcher::equal(METRIC_NAME, "target_info"));
+        }
+        let hints = SelectHints { max_samples: *left };
+        let got = store.select_with(tenant, &ms, f.mint, f.maxt, hints).await.map_err(|e| match e {
+            SelectError::Limit(_) => PromqlError::TooManySamples,
+            SelectError::Storage(_) => PromqlError::Storage(e.to_string()),
+        })?;
+        let loaded: usize = got.iter().map(|s| s.samples.len()).sum();
+        *left = left.checked_sub(loaded).ok_or(PromqlError::TooManySamples)?;
+        data.insert(info_key(f.call), SelectorData::new(got, false));
+    }
+    Ok(())
 }
 
 fn fetch_for<'e>(vs: &'e VectorSelector, ctx: &PlanCtx, st: PathState, eval_range: i64) -> Fetch<'e> {

@@ -99,7 +99,9 @@ fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
             {
                 return;
             }
-            for a in &c.args.args {
+            // `info`'s second argument is a label selector, not evaluated.
+            let n = if c.func.name == "info" { 1 } else { c.args.args.len() };
+            for a in c.args.args.iter().take(n) {
                 walk(a, out);
             }
         }

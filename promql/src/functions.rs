@@ -1271,17 +1271,11 @@ fn eval_info(ev: &mut Evaluator<'_>, call: &Call, args: &[&Expr], r: Range) -> R
     };
     let base = ev.eval_matrix(first, r)?;
     let mut data_matchers = crate::plan::info_data_matchers(call)?;
-    let name_matchers: Vec<strata_model::Matcher> = if args.len() > 1 {
-        data_matchers.iter().filter(|m| m.name == METRIC_NAME).cloned().collect()
-    } else {
-        vec![strata_model::Matcher::equal(METRIC_NAME, "target_info")]
-    };
+    let name_matchers = crate::plan::info_name_matchers(&data_matchers);
     // Info series themselves are not enriched.
     let ignore: HashSet<Labels> = base
         .iter()
-        .filter(|s| {
-            !name_matchers.is_empty() && name_matchers.iter().all(|m| m.matches(s.metric.metric_name().unwrap_or("")))
-        })
+        .filter(|s| name_matchers.iter().all(|m| m.matches(s.metric.metric_name().unwrap_or(""))))
         .map(|s| (*s.metric).clone())
         .collect();
     let mut id_values: HashMap<&str, HashSet<String>> = HashMap::new();

@@ -173,9 +173,26 @@ pub(crate) fn info_data_matchers(call: &Call) -> Result<Vec<Matcher>, PromqlErro
     }
 }
 
-/// Reads the info series of `info()` calls (the data-label matchers, and
-/// `__name__="target_info"` unless they name metrics) into `data`, taking
-/// their samples from `left`.
+/// The `__name__` matchers that pick an `info()` call's info metrics
+/// (Prometheus' `effectiveInfoNameMatchers`): the call's own when one of
+/// them is positive; with negated ones only, those and `__name__=~".+_info"`;
+/// with none, `__name__="target_info"`.
+pub(crate) fn info_name_matchers(data_matchers: &[Matcher]) -> Vec<Matcher> {
+    let mut ms: Vec<Matcher> = data_matchers.iter().filter(|m| m.name == METRIC_NAME).cloned().collect();
+    if ms.is_empty() {
+        return vec![Matcher::equal(METRIC_NAME, "target_info")];
+    }
+    if !ms.iter().any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex))
+        && let Ok(info) = Matcher::new(MatchOp::Regex, METRIC_NAME, ".+_info")
+    {
+        ms.insert(0, info);
+    }
+    ms
+}
+
+/// Reads the info series of `info()` calls (the [`info_name_matchers`] and
+/// the other data-label matchers) into `data`, taking their samples from
+/// `left`.
 pub(crate) async fn fetch_info(
     store: &dyn Select,
     tenant: &str,
@@ -184,10 +201,9 @@ pub(crate) async fn fetch_info(
     left: &mut usize,
 ) -> Result<(), PromqlError> {
     for f in fetches {
-        let mut ms = info_data_matchers(f.call)?;
-        if !ms.iter().any(|m| m.name == METRIC_NAME) {
-            ms.insert(0, Matcher::equal(METRIC_NAME, "target_info"));
-        }
+        let data_ms = info_data_matchers(f.call)?;
+        let mut ms = info_name_matchers(&data_ms);
+        ms.extend(data_ms.into_iter().filter(|m| m.name != METRIC_NAME));
         let hints = SelectHints { max_samples: *left };
         let got = store.select_with(tenant, &ms, f.mint, f.maxt, hints).await.map_err(|e| match e {
             SelectError::Limit(_) => PromqlError::TooManySamples,

@@ -37,6 +37,8 @@ use strata_model::{DEFAULT_TENANT, Labels, Sample, Select};
 const QUERIES: &[&str] = &[
     "sum by (job, mode) (rate(node_cpu_seconds_total[5m]))",
     "histogram_quantile(0.99, sum by (le, job) (rate(http_request_duration_seconds_bucket[5m])))",
+    // An instant selector over many series (no range function).
+    "max by (mode) (node_cpu_seconds_total)",
 ];
 
 /// A child process killed when dropped.

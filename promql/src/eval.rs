@@ -364,24 +364,8 @@ impl Evaluator<'_> {
     /// its own steps. Returns the matrix and the time the outer steps are
     /// pinned to by `@`, if any.
     pub fn eval_subquery(&mut self, sq: &SubqueryExpr, r: Range) -> Result<(Matrix, Option<i64>), PromqlError> {
-        let off = offset_ms(sq.offset.as_ref());
-        let range = dur_ms(sq.range);
-        let step = match sq.step {
-            Some(s) if dur_ms(s) > 0 => dur_ms(s),
-            _ => DEFAULT_SUBQUERY_STEP_MS,
-        };
         let at = self.at_ms(sq.at.as_ref());
-        let (base_start, base_end) = match at {
-            Some(a) => (a, a),
-            None => (r.start, r.end),
-        };
-        let lower = base_start - off - range;
-        let mut start = step * (lower / step);
-        if start <= lower {
-            start += step;
-        }
-        let inner = Range { start, end: base_end - off, interval: step };
-        let m = self.eval_matrix(&sq.expr, inner)?;
+        let m = self.eval_matrix(&sq.expr, subquery_range(sq, r, at))?;
         Ok((m, at))
     }
 
@@ -457,6 +441,27 @@ impl Evaluator<'_> {
         self.release(args.iter().flatten().map(|s| s.points.len()).sum());
         Ok(out)
     }
+}
+
+/// The steps a subquery evaluates its inner expression at, for the outer
+/// steps `r` and the subquery's `@` time `at`.
+pub(crate) fn subquery_range(sq: &SubqueryExpr, r: Range, at: Option<i64>) -> Range {
+    let off = offset_ms(sq.offset.as_ref());
+    let range = dur_ms(sq.range);
+    let step = match sq.step {
+        Some(s) if dur_ms(s) > 0 => dur_ms(s),
+        _ => DEFAULT_SUBQUERY_STEP_MS,
+    };
+    let (base_start, base_end) = match at {
+        Some(a) => (a, a),
+        None => (r.start, r.end),
+    };
+    let lower = base_start - off - range;
+    let mut start = step * (lower / step);
+    if start <= lower {
+        start += step;
+    }
+    Range { start, end: base_end - off, interval: step }
 }
 
 /// Whether a label is metric metadata (`__name__`, `__type__`, `__unit__`),

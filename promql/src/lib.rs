@@ -167,7 +167,7 @@ impl Engine {
         let deadline = Instant::now() + self.opts.timeout;
         let ctx = plan::PlanCtx { start: r.start, end: r.end, lookback: self.opts.lookback_delta_ms };
         let fetches = plan::collect(expr, &ctx);
-        let streamed = if self.no_streaming { Vec::new() } else { stream::find(expr) };
+        let streamed = if self.no_streaming { Vec::new() } else { stream::find(expr, r, r.start, r.end) };
         // The selectors of streamed nodes are read while those are evaluated.
         let mut skip: HashMap<usize, (i64, i64)> =
             streamed.iter().map(|n| (eval::selector_key(n.selector()), (i64::MAX, i64::MIN))).collect();
@@ -198,7 +198,7 @@ impl Engine {
         };
         for node in &streamed {
             let (mint, maxt) = skip.get(&eval::selector_key(node.selector())).copied().unwrap_or((0, -1));
-            stream::run(&mut ev, store, tenant, node, mint, maxt, &mut left, r).await?;
+            stream::run(&mut ev, store, tenant, node, mint, maxt, &mut left, node.range).await?;
         }
         if is_range && contains_sort(expr) {
             ev.annos.warn("sort is ineffective for range queries since results are always ordered by labels");
@@ -388,6 +388,11 @@ mod tests {
             "g / on(job) group_left sum by (job) (x_total)",
             "absent(nope)",
             "count(x_total > 50)",
+            "max_over_time(rate(x_total[5m])[30m:1m])",
+            "avg_over_time(sum by (job) (g)[10m:])",
+            "min_over_time(x_total[20m:2m] @ 1800)",
+            "sum_over_time(max_over_time(g[5m:30s])[15m:90s] offset 1m)",
+            "rate(x_total[5m:1m] @ end())",
         ];
         let bits = |v: &Value| match v {
             Value::Matrix(m) => m
@@ -400,7 +405,9 @@ mod tests {
         let streaming = Engine::default();
         let stepwise = Engine { no_streaming: true, ..Engine::default() };
         for q in queries {
-            assert!(!stream::find(&parse(q).expect("parses")).is_empty(), "{q} streams");
+            assert!(
+                !stream::find(&parse(q).expect("parses"), Range { start: 0, end: 0, interval: 1 }, 0, 0).is_empty()
+            );
             for (start, end, step) in [(0, 3_000_000, 60_000), (0, 3_000_000, 7_000), (1_234_567, 1_234_567, 1)] {
                 let a = block(streaming.range_query(&st, "t", q, start, end, step)).expect("streamed");
                 let b = block(stepwise.range_query(&st, "t", q, start, end, step)).expect("step-wise");

@@ -7,8 +7,9 @@
 //! Such a node needs one series' samples at a time: only the current batch
 //! of raw samples and the node's output (series × steps, or groups × steps
 //! for an aggregation) are in memory, instead of every sample of every
-//! series. Before evaluation, [`find`] lists these nodes (outside
-//! subqueries, whose inner steps differ) and [`run`] evaluates each into the
+//! series. Before evaluation, [`find`] lists these nodes with the steps each
+//! is evaluated at (the query's, or inside a subquery the subquery's, as
+//! every node is evaluated once) and [`run`] evaluates each into the
 //! evaluator's precomputed results, which [`Evaluator::eval`] then returns
 //! for the node. The results equal the step-wise evaluation's bit for bit:
 //! series arrive in the same (label) order, so every per-step sum adds the
@@ -22,7 +23,7 @@ use promql_parser::parser::{AggregateExpr, Call, Expr, MatrixSelector, VectorSel
 use strata_model::{Select, SelectError, SelectHints, is_stale_nan};
 
 use crate::aggregate::Grouping;
-use crate::eval::{Evaluator, Range, dur_ms, offset_ms, unwrap_parens, vector_points};
+use crate::eval::{Evaluator, Range, dur_ms, offset_ms, subquery_range, unwrap_parens, vector_points};
 use crate::functions::{RangeSpec, is_series_range_fn, kahan_inc, range_fn_drops_name, range_points};
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries};
 
@@ -34,6 +35,8 @@ pub(crate) struct Streamed<'e> {
     pub agg: Option<&'e AggregateExpr>,
     /// What is evaluated per series.
     pub source: Source<'e>,
+    /// The steps the node is evaluated at: the query's, or a subquery's.
+    pub range: Range,
 }
 
 /// What a streamed node evaluates per series.
@@ -67,30 +70,47 @@ pub(crate) fn node_key(e: &Expr) -> usize {
     std::ptr::from_ref(e) as usize
 }
 
-/// The nodes of `e` to evaluate by streaming.
-pub(crate) fn find(e: &Expr) -> Vec<Streamed<'_>> {
+/// The nodes of `e`, evaluated at the steps of `r` in a query from
+/// `query_start` to `query_end` (for `@ start()` and `@ end()`), to evaluate
+/// by streaming, each with the steps it is evaluated at.
+pub(crate) fn find(e: &Expr, r: Range, query_start: i64, query_end: i64) -> Vec<Streamed<'_>> {
     let mut out = Vec::new();
-    walk(e, &mut out);
+    walk(e, &Walk { r, query_start, query_end }, &mut out);
     out
 }
 
-fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
+/// Where the walk is.
+#[derive(Clone, Copy)]
+struct Walk {
+    /// The steps of the current node.
+    r: Range,
+    query_start: i64,
+    query_end: i64,
+}
+
+fn walk<'e>(e: &'e Expr, w: &Walk, out: &mut Vec<Streamed<'e>>) {
+    let r = w.r;
     match e {
         Expr::Aggregate(a) => {
             if streamable_agg(a)
                 && let Some(source) = streamable_source(unwrap_parens(&a.expr))
             {
-                out.push(Streamed { node: node_key(e), agg: Some(a), source });
+                out.push(Streamed { node: node_key(e), agg: Some(a), source, range: r });
                 return;
             }
             if let Some(p) = &a.param {
-                walk(p, out);
+                walk(p, w, out);
             }
-            walk(&a.expr, out);
+            walk(&a.expr, w, out);
         }
         Expr::Call(c) => {
             if let Some((ms, idx)) = streamable_call(c) {
-                out.push(Streamed { node: node_key(e), agg: None, source: Source::Range { call: c, ms, idx } });
+                out.push(Streamed {
+                    node: node_key(e),
+                    agg: None,
+                    source: Source::Range { call: c, ms, idx },
+                    range: r,
+                });
                 return;
             }
             // `timestamp(x)` reads its selector's samples itself.
@@ -102,26 +122,32 @@ fn walk<'e>(e: &'e Expr, out: &mut Vec<Streamed<'e>>) {
             // `info`'s second argument is a label selector, not evaluated.
             let n = if c.func.name == "info" { 1 } else { c.args.args.len() };
             for a in c.args.args.iter().take(n) {
-                walk(a, out);
+                walk(a, w, out);
             }
         }
-        Expr::Unary(u) => walk(&u.expr, out),
+        Expr::Unary(u) => walk(&u.expr, w, out),
         Expr::Binary(b) => {
-            walk(&b.lhs, out);
-            walk(&b.rhs, out);
+            walk(&b.lhs, w, out);
+            walk(&b.rhs, w, out);
         }
-        Expr::Paren(p) => walk(&p.expr, out),
+        Expr::Paren(p) => walk(&p.expr, w, out),
         Expr::VectorSelector(_) => {
             if let Some(source) = streamable_source(e) {
-                out.push(Streamed { node: node_key(e), agg: None, source });
+                out.push(Streamed { node: node_key(e), agg: None, source, range: r });
             }
         }
-        // A subquery evaluates its inner expression at its own steps.
-        Expr::Subquery(_)
-        | Expr::NumberLiteral(_)
-        | Expr::StringLiteral(_)
-        | Expr::MatrixSelector(_)
-        | Expr::Extension(_) => {}
+        // A subquery evaluates its inner expression once, at its own steps.
+        Expr::Subquery(sq) => {
+            use promql_parser::parser::AtModifier;
+            let at = sq.at.as_ref().map(|a| match a {
+                AtModifier::Start => w.query_start,
+                AtModifier::End => w.query_end,
+                AtModifier::At(t) => crate::eval::system_time_ms(*t),
+            });
+            let inner = Walk { r: subquery_range(sq, r, at), ..*w };
+            walk(&sq.expr, &inner, out);
+        }
+        Expr::NumberLiteral(_) | Expr::StringLiteral(_) | Expr::MatrixSelector(_) | Expr::Extension(_) => {}
     }
 }
 

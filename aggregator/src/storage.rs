@@ -23,8 +23,8 @@ use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
 use strata_block::{BlockMeta, BlockStore};
 use strata_model::{
-    Append, AppendError, AppendSummary, BoxFuture, Labels, Matcher, Select, SelectError, SelectHints, Series,
-    WriteBatch, merge_label_sets, merge_series_sets,
+    Append, AppendError, AppendSummary, BoxFuture, Labels, Matcher, MergedBatches, Select, SelectError, SelectHints,
+    Series, SeriesBatches, WriteBatch, merge_label_sets, merge_series_sets,
 };
 
 use crate::head::Head;
@@ -305,6 +305,24 @@ impl Select for LocalStorage {
             let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
             let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await?;
             Ok(merge_series_sets(vec![head, blocks]))
+        })
+    }
+
+    /// The head read at once (it is in memory), the blocks in batches.
+    fn select_batches<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        Box::pin(async move {
+            let head = self.head_read().select_with(tenant, matchers, mint, maxt, hints)?;
+            let loaded: usize = head.iter().map(|s| s.samples.len()).sum();
+            let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
+            let blocks = self.inner.blocks.select_batches(tenant, matchers, mint, maxt, left).await?;
+            Ok(Box::new(MergedBatches::new(head, blocks)) as Box<dyn SeriesBatches + 'a>)
         })
     }
 

@@ -2,8 +2,11 @@
 //! same data, in the same run.
 //!
 //! ```text
-//! cargo bench -p strata-bench --bench promql -- [--series 10000] [--hours 24] [--repeats 5] [--step 60]
+//! cargo bench -p strata-bench --bench promql -- [--series 10000] [--hours 24] [--repeats 5] [--step 60] [--dir DIR]
 //! ```
+//!
+//! With `--dir`, the data is written under `DIR` and kept; a later run with
+//! the same `--dir` (and the same `--series` and `--hours`) reuses it.
 //!
 //! 1. Generates `strata_bench::dataset` with about `--series` series over
 //!    `--hours` at 15 s.
@@ -34,6 +37,8 @@ use strata_model::{DEFAULT_TENANT, Labels, Sample, Select};
 const QUERIES: &[&str] = &[
     "sum by (job, mode) (rate(node_cpu_seconds_total[5m]))",
     "histogram_quantile(0.99, sum by (le, job) (rate(http_request_duration_seconds_bucket[5m])))",
+    // An instant selector over many series (no range function).
+    "max by (mode) (node_cpu_seconds_total)",
 ];
 
 /// A child process killed when dropped.
@@ -65,10 +70,11 @@ struct Args {
     hours: i64,
     repeats: usize,
     step: String,
+    dir: Option<std::path::PathBuf>,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
-    let mut a = Args { series: 10_000, hours: 24, repeats: 5, step: "60".into() };
+    let mut a = Args { series: 10_000, hours: 24, repeats: 5, step: "60".into(), dir: None };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -77,6 +83,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--hours" => a.hours = value()?.parse()?,
             "--repeats" => a.repeats = value()?.parse()?,
             "--step" => a.step = value()?.clone(),
+            "--dir" => a.dir = Some(value()?.into()),
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => bail!("unknown argument {other}"),
@@ -206,40 +213,62 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
-async fn run(a: &Args) -> Result<()> {
-    let tmp = tempfile::tempdir()?;
-    let cfg = DatasetConfig::with_series(a.series, a.hours * 3600 * 1000);
+/// Generates the dataset and writes it as Strata blocks and Prometheus blocks.
+async fn write_data(cfg: &DatasetConfig, data_dir: &Path, strata_dir: &Path, tsdb: &Path) -> Result<()> {
+    for d in [strata_dir, tsdb] {
+        if d.exists() {
+            std::fs::remove_dir_all(d)?;
+        }
+    }
     let t0 = Instant::now();
-    let data = generate(&cfg);
+    let data = generate(cfg);
     let samples: usize = data.iter().map(|s| s.samples.len()).sum();
     println!("dataset: {} series, {samples} samples ({:.1?} to generate)", data.len(), t0.elapsed());
 
-    let strata_dir = tmp.path().join("strata");
-    std::fs::create_dir_all(&strata_dir)?;
+    std::fs::create_dir_all(strata_dir)?;
     let t0 = Instant::now();
-    let blocks = write_strata_blocks(&strata_dir, &data, &cfg).await?;
-    println!("strata: {blocks} blocks, {} bytes ({:.1?})", dir_bytes(&strata_dir), t0.elapsed());
+    let blocks = write_strata_blocks(strata_dir, &data, cfg).await?;
+    println!("strata: {blocks} blocks, {} bytes ({:.1?})", dir_bytes(strata_dir), t0.elapsed());
 
-    let om = tmp.path().join("data.om");
+    let om = data_dir.join("data.om");
     {
         let mut w = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&om)?);
         write_openmetrics(&data, &mut w)?;
         w.flush()?;
     }
     drop(data);
-    let tsdb = tmp.path().join("prometheus");
     let t0 = Instant::now();
     let out = Command::new("promtool")
         .arg("tsdb")
         .arg("create-blocks-from")
         .arg("openmetrics")
         .arg(&om)
-        .arg(&tsdb)
+        .arg(tsdb)
         .output()
         .context("running promtool (Debian package `prometheus`)")?;
     ensure!(out.status.success(), "promtool: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::remove_file(&om)?;
-    println!("prometheus: blocks of {} bytes ({:.1?})", dir_bytes(&tsdb), t0.elapsed());
+    println!("prometheus: blocks of {} bytes ({:.1?})", dir_bytes(tsdb), t0.elapsed());
+    Ok(())
+}
+
+async fn run(a: &Args) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let cfg = DatasetConfig::with_series(a.series, a.hours * 3600 * 1000);
+    let data_dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
+    let strata_dir = data_dir.join("strata");
+    let tsdb = data_dir.join("prometheus");
+    let done = data_dir.join(format!("done-{}-{}", a.series, a.hours));
+    if done.exists() {
+        println!("reusing the data in {}", data_dir.display());
+    } else {
+        write_data(&cfg, &data_dir, &strata_dir, &tsdb).await?;
+        std::fs::write(&done, b"")?;
+    }
+    // Prometheus compacts and writes into its directory: give it a fresh copy.
+    let prom_tsdb = tmp.path().join("prometheus-run");
+    let out = Command::new("cp").arg("-a").arg(&tsdb).arg(&prom_tsdb).output()?;
+    ensure!(out.status.success(), "copying the Prometheus blocks: {}", String::from_utf8_lossy(&out.stderr));
 
     let config = tmp.path().join("prometheus.yml");
     std::fs::write(&config, "global:\n  scrape_interval: 1m\n")?;
@@ -247,7 +276,7 @@ async fn run(a: &Args) -> Result<()> {
     let prom = Server {
         child: Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", tsdb.display()))
+            .arg(format!("--storage.tsdb.path={}", prom_tsdb.display()))
             .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
             .arg("--storage.tsdb.retention.time=100y")
             .stdout(Stdio::null())

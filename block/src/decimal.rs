@@ -25,6 +25,11 @@ pub fn decode(m: i64, decimals: u32) -> f64 {
     m as f64 / POW10[decimals.min(MAX_DECIMALS) as usize]
 }
 
+/// The divisor of mantissas with `decimals` decimals: `decode(m, d) == m as f64 / scale(d)`.
+pub fn scale(decimals: u32) -> f64 {
+    POW10[decimals.min(MAX_DECIMALS) as usize]
+}
+
 /// The mantissa of `v` at `decimals` decimals, if it gives `v` back exactly.
 pub fn encode(v: f64, decimals: u32) -> Option<i64> {
     let scaled = v * POW10[decimals.min(MAX_DECIMALS) as usize];

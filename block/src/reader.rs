@@ -1,8 +1,8 @@
 //! Reading a block: the series table is loaded once; a select turns matchers
 //! into exact row ranges of `samples.parquet` and reads only those pages.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::io::ObjectReader;
 use arrow::array::{Array, AsArray, MapArray};
@@ -10,8 +10,8 @@ use arrow::datatypes::{Float64Type, Int8Type, Int64Type, UInt32Type, UInt64Type}
 use futures::TryStreamExt;
 use object_store::ObjectStore;
 use object_store::path::Path;
-use parquet::arrow::ParquetRecordBatchStreamBuilder;
-use parquet::arrow::arrow_reader::{RowSelection, RowSelector};
+use parquet::arrow::arrow_reader::{ArrowReaderMetadata, ArrowReaderOptions, RowSelection, RowSelector};
+use parquet::arrow::{ParquetRecordBatchStreamBuilder, ProjectionMask};
 use strata_model::matcher::matches_all;
 use strata_model::{Label, Labels, METRIC_NAME, Matcher, Sample, Series};
 
@@ -36,7 +36,12 @@ pub struct BlockReader {
     meta: BlockMeta,
     store: Arc<dyn ObjectStore>,
     series: Vec<SeriesEntry>,
+    /// The footer of `samples.parquet`, read by the first select and kept.
+    samples_footer: OnceLock<ArrowReaderMetadata>,
 }
+
+/// Rows decoded per Arrow batch when reading samples.
+const READ_BATCH_ROWS: usize = 8192;
 
 impl BlockReader {
     /// Opens the block described by `meta`, reading its series table.
@@ -82,7 +87,7 @@ impl BlockReader {
                 });
             }
         }
-        Ok(Self { meta, store, series })
+        Ok(Self { meta, store, series, samples_footer: OnceLock::new() })
     }
 
     /// The block's meta.
@@ -118,23 +123,96 @@ impl BlockReader {
         maxt: i64,
         budget: &AtomicUsize,
     ) -> Result<Vec<Series>, BlockError> {
+        let hits = self.matching(matchers, mint, maxt);
+        self.read(&hits, mint, maxt, budget).await
+    }
+
+    /// Positions in the series table of the series matching `matchers` with
+    /// samples in `[mint, maxt]`, ordered by labels (for [`BlockReader::read`]
+    /// and [`BlockReader::labels_at`]).
+    pub fn matching(&self, matchers: &[Matcher], mint: i64, maxt: i64) -> Vec<usize> {
         if !self.meta.overlaps(mint, maxt) {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        let mut hits: Vec<&SeriesEntry> = self
-            .series
-            .iter()
-            .filter(|s| s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels))
+        let mut hits: Vec<usize> = (0..self.series.len())
+            .filter(|&i| {
+                let s = &self.series[i];
+                s.min_time <= maxt && s.max_time >= mint && matches_all(matchers, &s.labels)
+            })
             .collect();
-        if hits.is_empty() {
-            return Ok(Vec::new());
+        hits.sort_by(|&a, &b| self.series[a].labels.cmp(&self.series[b].labels));
+        hits
+    }
+
+    /// The labels of the series at position `i` of the series table.
+    pub fn labels_at(&self, i: usize) -> Option<&Labels> {
+        self.series.get(i).map(|s| &s.labels)
+    }
+
+    /// Rows the series at position `i` has in this block (its samples in the
+    /// whole block, an upper bound for any time range).
+    pub fn rows_at(&self, i: usize) -> usize {
+        self.series.get(i).map_or(0, |s| s.num_rows as usize)
+    }
+
+    /// The footer of `samples.parquet`: read once, then kept.
+    async fn samples_footer(&self, reader: &mut ObjectReader) -> Result<ArrowReaderMetadata, BlockError> {
+        if let Some(m) = self.samples_footer.get() {
+            return Ok(m.clone());
         }
-        hits.sort_by_key(|s| s.first_row);
+        let m = ArrowReaderMetadata::load_async(reader, ArrowReaderOptions::new()).await?;
+        // Two first reads racing both load it; either copy will do.
+        Ok(self.samples_footer.get_or_init(|| m).clone())
+    }
+
+    /// Reads the samples in `[mint, maxt]` of the series at positions `hits`
+    /// of the series table (from [`BlockReader::matching`]), returned sorted
+    /// by labels, without series that have no sample in range. Samples are
+    /// taken from `budget` as in [`BlockReader::select`].
+    pub async fn read(
+        &self,
+        hits: &[usize],
+        mint: i64,
+        maxt: i64,
+        budget: &AtomicUsize,
+    ) -> Result<Vec<Series>, BlockError> {
+        let parts = self.read_parts(hits, mint, maxt, budget).await?;
+        let mut out: Vec<Series> = hits
+            .iter()
+            .zip(parts)
+            .filter(|(_, samples)| !samples.is_empty())
+            .filter_map(|(&i, samples)| Some(Series { labels: self.labels_at(i)?.clone(), samples }))
+            .collect();
+        out.sort_by(|a, b| a.labels.cmp(&b.labels));
+        Ok(out)
+    }
+
+    /// Like [`BlockReader::read`], but returns the samples alone, one list
+    /// per entry of `hits` in the same order (empty where the series has no
+    /// sample in range).
+    pub async fn read_parts(
+        &self,
+        hits: &[usize],
+        mint: i64,
+        maxt: i64,
+        budget: &AtomicUsize,
+    ) -> Result<Vec<Vec<Sample>>, BlockError> {
+        let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
+        let mut parts: Vec<Vec<Sample>> = vec![Vec::new(); hits.len()];
+        // Positions in `hits`, in file order.
+        let mut order: Vec<(usize, &SeriesEntry)> = Vec::with_capacity(hits.len());
+        for (k, &i) in hits.iter().enumerate() {
+            order.push((k, self.series.get(i).ok_or_else(|| corrupt("no such series"))?));
+        }
+        if order.is_empty() {
+            return Ok(parts);
+        }
+        order.sort_by_key(|(_, s)| s.first_row);
 
         // Row ranges → a selection of alternating skips and selects.
-        let mut selectors = Vec::with_capacity(hits.len() * 2);
+        let mut selectors = Vec::with_capacity(order.len() * 2);
         let mut pos = 0u64;
-        for s in &hits {
+        for (_, s) in &order {
             if s.first_row > pos {
                 selectors.push(RowSelector::skip(usize::try_from(s.first_row - pos).unwrap_or(usize::MAX)));
             }
@@ -142,16 +220,19 @@ impl BlockReader {
             pos = s.first_row + u64::from(s.num_rows);
         }
         let path = Path::from(format!("{}/{SAMPLES_FILE}", self.meta.dir()));
-        let reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
-        let mut stream = ParquetRecordBatchStreamBuilder::new(reader)
-            .await?
+        let mut reader = ObjectReader::new(Arc::clone(&self.store), path, self.meta.samples_bytes);
+        let footer = self.samples_footer(&mut reader).await?;
+        // `series_id` is not needed: the series table gives each series' rows.
+        let projection = ProjectionMask::columns(footer.parquet_schema(), ["timestamp_ms", "mantissa", "value"]);
+        let mut stream = ParquetRecordBatchStreamBuilder::new_with_metadata(reader, footer)
+            .with_projection(projection)
+            .with_batch_size(READ_BATCH_ROWS)
             .with_row_selection(RowSelection::from(selectors))
             .build()?;
 
-        let corrupt = |reason: &str| BlockError::Corrupt { block: self.meta.ulid.clone(), reason: reason.to_owned() };
-        let mut out = Vec::with_capacity(hits.len());
-        let mut hit_iter = hits.iter();
-        let mut current: Option<(&SeriesEntry, Vec<Sample>, u32)> = None;
+        let mut hit_iter = order.iter();
+        // The series being read: its position in `hits`, entry, samples, rows seen.
+        let mut current: Option<(usize, &SeriesEntry, Vec<Sample>, u32)> = None;
         // Batches are decoded one at a time, so at most one batch beyond the
         // budget is ever in memory.
         while let Some(b) = stream.try_next().await? {
@@ -169,36 +250,75 @@ impl BlockReader {
                 return Err(corrupt("mantissa"));
             }
             let mut kept = 0usize;
-            for i in 0..b.num_rows() {
-                if current.as_ref().is_none_or(|(e, _, seen)| *seen == e.num_rows) {
-                    if let Some((e, samples, _)) = current.take() {
-                        push_series(&mut out, e, samples);
+            let rows = b.num_rows();
+            let mut i = 0usize;
+            while i < rows {
+                if current.as_ref().is_none_or(|(_, e, _, seen)| *seen == e.num_rows) {
+                    if let Some((k, _, samples, _)) = current.take() {
+                        parts[k] = samples;
                     }
-                    let e = hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
-                    current = Some((e, Vec::with_capacity(e.num_rows as usize), 0));
+                    let &(k, e) =
+                        hit_iter.next().ok_or_else(|| corrupt("more sample rows than the series table says"))?;
+                    current = Some((k, e, Vec::with_capacity(e.num_rows as usize), 0));
                 }
-                if let Some((e, samples, seen)) = current.as_mut() {
-                    *seen += 1;
-                    let t = ts.value(i);
-                    if t >= mint && t <= maxt && !ts.is_null(i) {
-                        let v = match ms {
-                            Some(m) if m.is_valid(i) => decimal::decode(m.value(i), e.decimals),
-                            _ if vs.is_valid(i) => vs.value(i),
-                            _ => return Err(corrupt("a sample with neither mantissa nor value")),
-                        };
-                        samples.push(Sample::new(t, v));
-                        kept += 1;
-                    }
-                }
+                let Some((_, e, samples, seen)) = current.as_mut() else { break };
+                // The rest of this series' rows in this batch, decoded in one run.
+                let n = ((e.num_rows - *seen) as usize).min(rows - i);
+                *seen += n as u32;
+                let before = samples.len();
+                decode_rows(ts, vs, ms, e.decimals, i..i + n, mint, maxt, samples).map_err(corrupt)?;
+                kept += samples.len() - before;
+                i += n;
             }
             take_budget(budget, kept)?;
         }
-        if let Some((e, samples, _)) = current.take() {
-            push_series(&mut out, e, samples);
+        if let Some((k, _, samples, _)) = current.take() {
+            parts[k] = samples;
         }
-        out.sort_by(|a, b| a.labels.cmp(&b.labels));
-        Ok(out)
+        Ok(parts)
     }
+}
+
+/// Appends the samples of rows `rows` with a time in `[mint, maxt]`.
+#[allow(clippy::too_many_arguments)]
+fn decode_rows(
+    ts: &arrow::array::PrimitiveArray<Int64Type>,
+    vs: &arrow::array::PrimitiveArray<Float64Type>,
+    ms: Option<&arrow::array::PrimitiveArray<Int64Type>>,
+    decimals: u32,
+    rows: std::ops::Range<usize>,
+    mint: i64,
+    maxt: i64,
+    samples: &mut Vec<Sample>,
+) -> Result<(), &'static str> {
+    let times = &ts.values()[rows.clone()];
+    let no_nulls = ts.null_count() == 0;
+    match ms {
+        // The common case: every value a mantissa.
+        Some(m) if m.null_count() == 0 && no_nulls => {
+            let mant = &m.values()[rows];
+            let scale = decimal::scale(decimals);
+            for (&t, &m) in times.iter().zip(mant) {
+                if t >= mint && t <= maxt {
+                    samples.push(Sample::new(t, m as f64 / scale));
+                }
+            }
+        }
+        _ => {
+            for (k, &t) in rows.zip(times) {
+                if t < mint || t > maxt || ts.is_null(k) {
+                    continue;
+                }
+                let v = match ms {
+                    Some(m) if m.is_valid(k) => decimal::decode(m.value(k), decimals),
+                    _ if vs.is_valid(k) => vs.value(k),
+                    _ => return Err("a sample with neither mantissa nor value"),
+                };
+                samples.push(Sample::new(t, v));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Takes `n` samples from a budget shared by concurrent reads.
@@ -210,10 +330,4 @@ fn take_budget(budget: &AtomicUsize, n: usize) -> Result<(), BlockError> {
         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| left.checked_sub(n))
         .map(|_| ())
         .map_err(|_| BlockError::TooManySamples)
-}
-
-fn push_series(out: &mut Vec<Series>, e: &SeriesEntry, samples: Vec<Sample>) {
-    if !samples.is_empty() {
-        out.push(Series { labels: e.labels.clone(), samples });
-    }
 }

@@ -9,7 +9,8 @@ use std::sync::{Arc, RwLock};
 use futures::TryStreamExt;
 use object_store::{ObjectStore, ObjectStoreExt};
 use strata_model::{
-    BoxFuture, Labels, Matcher, Sample, Select, SelectError, SelectHints, Series, merge_label_sets, merge_series_sets,
+    BoxFuture, Labels, Matcher, Sample, Select, SelectError, SelectHints, Series, SeriesBatches, merge_label_sets,
+    merge_parts, merge_series_sets,
 };
 
 use crate::meta::{BlockMeta, META_FILE};
@@ -247,6 +248,23 @@ impl BlockStore {
         self.readers(tenant).iter().map(|b| b.meta().flushed_until).max()
     }
 
+    /// [`Select::select_batches`] with batches of about `batch_rows` block rows.
+    fn batches(
+        &self,
+        tenant: &str,
+        matchers: &[Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+        batch_rows: usize,
+    ) -> BlockBatches {
+        let readers: Vec<_> = self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
+        let hits: Vec<Vec<usize>> = readers.iter().map(|b| b.matching(matchers, mint, maxt)).collect();
+        let pos = vec![0; readers.len()];
+        let budget = AtomicUsize::new(hints.max_samples);
+        BlockBatches { readers, hits, pos, mint, maxt, budget, batch_rows }
+    }
+
     fn readers(&self, tenant: &str) -> Vec<Arc<BlockReader>> {
         self.blocks.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(tenant).cloned().unwrap_or_default()
     }
@@ -270,6 +288,18 @@ impl Select for BlockStore {
         })
     }
 
+    fn select_batches<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        let batches = self.batches(tenant, matchers, mint, maxt, hints, BATCH_ROWS);
+        Box::pin(async move { Ok(Box::new(batches) as Box<dyn SeriesBatches + 'a>) })
+    }
+
     fn series<'a>(
         &'a self,
         tenant: &'a str,
@@ -279,6 +309,99 @@ impl Select for BlockStore {
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
         let sets = self.readers(tenant).iter().map(|b| b.series_labels(matchers, mint, maxt)).collect();
         Box::pin(async move { Ok(merge_label_sets(sets)) })
+    }
+}
+
+/// Block rows (an upper bound of the samples) a batch of
+/// [`BlockStore::select_batches`] aims at: about 16 MiB of samples.
+const BATCH_ROWS: usize = 1 << 20;
+
+/// A series of a batch: its labels, and the blocks holding it, each with the
+/// series' position in that block's part of the batch.
+type PlannedSeries = (Labels, Vec<(usize, usize)>);
+
+/// The batches of one [`BlockStore::select_batches`]: the matching series of
+/// every block, walked in label order a few series at a time; each batch
+/// reads its series from every block and merges them.
+struct BlockBatches {
+    readers: Vec<Arc<BlockReader>>,
+    /// Per block, the matching positions in its series table, label order.
+    hits: Vec<Vec<usize>>,
+    /// Per block, how many of `hits` earlier batches took.
+    pos: Vec<usize>,
+    mint: i64,
+    maxt: i64,
+    budget: AtomicUsize,
+    /// Block rows a batch aims at.
+    batch_rows: usize,
+}
+
+impl BlockBatches {
+    /// The label set that comes next over all blocks, if any.
+    fn next_labels(&self) -> Option<&Labels> {
+        let mut min: Option<&Labels> = None;
+        for (b, (hits, &p)) in self.readers.iter().zip(self.hits.iter().zip(&self.pos)) {
+            if let Some(l) = hits.get(p).and_then(|&i| b.labels_at(i))
+                && min.is_none_or(|m| l < m)
+            {
+                min = Some(l);
+            }
+        }
+        min
+    }
+
+    /// Advances `pos` over the next series of about `batch_rows` rows;
+    /// returns where each block's part of the batch starts and the batch's
+    /// series: labels, and which blocks hold it at which offset of their part.
+    fn plan_batch(&mut self) -> Option<(Vec<usize>, Vec<PlannedSeries>)> {
+        let start = self.pos.clone();
+        let mut rows = 0usize;
+        let mut plan = Vec::new();
+        while rows < self.batch_rows {
+            let Some(next) = self.next_labels().cloned() else { break };
+            let mut holders = Vec::new();
+            for (k, (b, (hits, p))) in self.readers.iter().zip(self.hits.iter().zip(self.pos.iter_mut())).enumerate() {
+                if let Some(&i) = hits.get(*p)
+                    && b.labels_at(i) == Some(&next)
+                {
+                    rows += b.rows_at(i);
+                    holders.push((k, *p - start[k]));
+                    *p += 1;
+                }
+            }
+            plan.push((next, holders));
+        }
+        (start != self.pos).then_some((start, plan))
+    }
+}
+
+impl SeriesBatches for BlockBatches {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        Box::pin(async move {
+            while let Some((start, plan)) = self.plan_batch() {
+                let this = &*self;
+                let reads = this.readers.iter().enumerate().map(|(k, b)| {
+                    let part = &this.hits[k][start[k]..this.pos[k]];
+                    b.read_parts(part, this.mint, this.maxt, &this.budget)
+                });
+                let mut parts = futures::future::try_join_all(reads).await?;
+                // Each series from its blocks, in block order (the earlier
+                // block's sample wins a repeated timestamp, as in a select).
+                let mut batch = Vec::with_capacity(plan.len());
+                for (labels, holders) in plan {
+                    let series_parts =
+                        holders.iter().filter_map(|&(k, j)| parts.get_mut(k)?.get_mut(j).map(std::mem::take)).collect();
+                    let samples = merge_parts(series_parts);
+                    if !samples.is_empty() {
+                        batch.push(Series { labels, samples });
+                    }
+                }
+                if !batch.is_empty() {
+                    return Ok(Some(batch));
+                }
+            }
+            Ok(None)
+        })
     }
 }
 
@@ -370,6 +493,57 @@ mod tests {
         let reopened = BlockStore::open(fs).await.expect("reopen");
         assert_eq!(reopened.metas("t").len(), 2);
         assert_eq!(reopened.select("t", &[], i64::MIN, i64::MAX).await.expect("select"), before);
+    }
+
+    #[tokio::test]
+    async fn batches_cover_the_select_once_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let store = BlockStore::open(fs).await.expect("open");
+        let l = |i: &str| labels(&[("__name__", "m"), ("i", i)]);
+        let s = |ts: &[i64]| ts.iter().map(|&t| Sample::new(t, t as f64 / 10.0)).collect::<Vec<_>>();
+        // Series spread over blocks in different subsets, one sample repeated.
+        store.write("t", vec![(l("a"), s(&[0, 1_000])), (l("c"), s(&[500]))], 2_000).await.expect("w");
+        store.write("t", vec![(l("a"), s(&[1_000, 2_000])), (l("b"), s(&[2_500]))], 4_000).await.expect("w");
+        store
+            .write("t", vec![(l("d"), s(&[5_000])), (l("b"), s(&[6_000])), (l("e"), s(&[9_000]))], 9_000)
+            .await
+            .expect("w");
+        let all = store.select("t", &[], 0, 8_000).await.expect("select");
+        assert_eq!(all.len(), 4, "e is out of range");
+        for batch_rows in [1, 3, 1 << 20] {
+            let mut b = store.batches("t", &[], 0, 8_000, SelectHints::default(), batch_rows);
+            let mut got = Vec::new();
+            let mut n = 0;
+            while let Some(batch) = b.next_batch().await.expect("batch") {
+                assert!(!batch.is_empty());
+                got.extend(batch);
+                n += 1;
+            }
+            assert_eq!(got, all, "batch_rows {batch_rows}");
+            // Rows: a 4, b 2, c 1, d 1.
+            let want = match batch_rows {
+                1 => 4,
+                3 => 3,
+                _ => 1,
+            };
+            assert_eq!(n, want, "batch_rows {batch_rows}");
+        }
+        // The budget spans batches: 8 samples are read (the repeat twice).
+        let mut b = store.batches("t", &[], 0, 8_000, SelectHints { max_samples: 7 }, 1);
+        let mut res = Ok(None);
+        for _ in 0..10 {
+            res = b.next_batch().await;
+            if !matches!(res, Ok(Some(_))) {
+                break;
+            }
+        }
+        assert!(matches!(res, Err(SelectError::Limit(_))), "{res:?}");
+        let m = [Matcher::new(MatchOp::Regex, "i", "b|d").expect("m")];
+        let mut b = store.batches("t", &m, 0, i64::MAX, SelectHints::default(), 1);
+        let first = b.next_batch().await.expect("ok").expect("b");
+        assert_eq!(first[0].samples, s(&[2_500, 6_000]));
     }
 
     #[tokio::test]

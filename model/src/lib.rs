@@ -22,8 +22,9 @@ pub use labels::{Label, Labels, LabelsBuilder, METRIC_NAME};
 pub use matcher::{MatchOp, Matcher};
 pub use sample::{STALE_NAN_BITS, Sample, is_stale_nan, stale_nan};
 pub use storage::{
-    Append, AppendError, AppendSummary, BoxFuture, SampleBudget, Select, SelectError, SelectHints, Series,
-    TOO_MANY_SAMPLES, merge_label_sets, merge_samples, merge_series_sets,
+    Append, AppendError, AppendSummary, BoxFuture, MergedBatches, OneBatch, SampleBudget, Select, SelectError,
+    SelectHints, Series, SeriesBatches, TOO_MANY_SAMPLES, merge_label_sets, merge_parts, merge_samples,
+    merge_series_sets,
 };
 
 /// The tenant used when a request names none (Mimir's and Cortex' default).

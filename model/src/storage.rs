@@ -127,6 +127,70 @@ impl SampleBudget {
     }
 }
 
+/// The series of one select, delivered in batches so a reader can work
+/// through a large selection holding one batch at a time.
+///
+/// Every series comes in exactly one batch, whole (all its samples in the
+/// range); each batch is sorted by labels and comes after every series of
+/// the batches before it, so the concatenation of all batches is what
+/// [`Select::select_with`] returns.
+pub trait SeriesBatches: Send {
+    /// The next batch, or `None` after the last one. The sample budget of
+    /// the select ([`SelectHints::max_samples`]) spans all batches.
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>>;
+}
+
+/// [`SeriesBatches`] of one batch read at once (the default of
+/// [`Select::select_batches`]).
+#[derive(Debug)]
+pub struct OneBatch(Option<Vec<Series>>);
+
+impl OneBatch {
+    /// All of `series` as one batch.
+    pub fn new(series: Vec<Series>) -> Self {
+        Self(Some(series))
+    }
+}
+
+impl SeriesBatches for OneBatch {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        let next = self.0.take();
+        Box::pin(async move { Ok(next) })
+    }
+}
+
+/// The series of `front` (sorted by labels) merged into the batches of
+/// `rest`, as [`merge_series_sets`] would merge `[front, all of rest]`: each
+/// batch of `rest` takes the series of `front` up to its last label set,
+/// and `front`'s samples win on equal timestamps. (A head in memory before
+/// the blocks, for example.)
+pub struct MergedBatches<'a> {
+    front: std::collections::VecDeque<Series>,
+    rest: Box<dyn SeriesBatches + 'a>,
+}
+
+impl<'a> MergedBatches<'a> {
+    /// `front` merged into `rest`.
+    pub fn new(front: Vec<Series>, rest: Box<dyn SeriesBatches + 'a>) -> Self {
+        Self { front: front.into(), rest }
+    }
+}
+
+impl SeriesBatches for MergedBatches<'_> {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        Box::pin(async move {
+            while let Some(batch) = self.rest.next_batch().await? {
+                let Some(last) = batch.last().map(|s| &s.labels) else { continue };
+                let n = self.front.partition_point(|s| s.labels <= *last);
+                let front: Vec<Series> = self.front.drain(..n).collect();
+                return Ok(Some(merge_series_sets(vec![front, batch])));
+            }
+            let rest: Vec<Series> = self.front.drain(..).collect();
+            Ok((!rest.is_empty()).then_some(rest))
+        })
+    }
+}
+
 /// Reads of series by label matchers over a time range.
 ///
 /// Implementors provide [`Select::select_with`] and, for speed,
@@ -156,6 +220,23 @@ pub trait Select: Send + Sync {
         maxt: i64,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         self.select_with(tenant, matchers, mint, maxt, SelectHints::default())
+    }
+
+    /// [`Select::select_with`] delivered in batches (see [`SeriesBatches`]),
+    /// for readers that process series one by one. The default reads
+    /// everything as one batch; stores override it to bound memory.
+    fn select_batches<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        Box::pin(async move {
+            let all = self.select_with(tenant, matchers, mint, maxt, hints).await?;
+            Ok(Box::new(OneBatch::new(all)) as Box<dyn SeriesBatches + 'a>)
+        })
     }
 
     /// The label sets of `tenant`'s series matching all `matchers` (all
@@ -241,9 +322,10 @@ pub fn merge_series_sets(sets: Vec<Vec<Series>>) -> Vec<Series> {
     by_labels.into_iter().map(|(labels, parts)| Series { labels, samples: merge_parts(parts) }).collect()
 }
 
-/// Merges time-ordered sample lists; on equal timestamps the earlier list
-/// wins. Lists that do not overlap in time (blocks) are concatenated.
-fn merge_parts(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
+/// Merges time-ordered sample lists of one series; on equal timestamps the
+/// earlier list wins. Lists that do not overlap in time (blocks) are
+/// concatenated.
+pub fn merge_parts(mut parts: Vec<Vec<Sample>>) -> Vec<Sample> {
     parts.retain(|p| !p.is_empty());
     if parts.len() <= 1 {
         return parts.pop().unwrap_or_default();
@@ -323,6 +405,31 @@ mod tests {
         let first = Series { labels: series("m", &[]).labels, samples: vec![Sample::new(1, 100.0)] };
         let m = merge_series_sets(vec![vec![first], vec![series("m", &[0, 1, 2])]]);
         assert_eq!(m[0].samples, vec![Sample::new(0, 0.0), Sample::new(1, 100.0), Sample::new(2, 2.0)]);
+    }
+
+    #[test]
+    fn merged_batches_interleave_front_by_labels() {
+        let front = vec![series("a", &[1]), series("c", &[5, 6]), series("z", &[1])];
+        let rest = Box::new(Chunks(vec![vec![series("b", &[1]), series("c", &[6, 7])], vec![series("d", &[1])]]));
+        let mut m = MergedBatches::new(front.clone(), rest);
+        let mut got = Vec::new();
+        while let Some(b) = futures_lite_block_on(m.next_batch()).expect("ok") {
+            got.push(b.iter().map(|s| s.labels.metric_name().unwrap_or("").to_owned()).collect::<Vec<_>>().join(""));
+            if let Some(c) = b.iter().find(|s| s.labels.metric_name() == Some("c")) {
+                assert_eq!(c.samples.iter().map(|s| s.t).collect::<Vec<_>>(), [5, 6, 7]);
+            }
+        }
+        assert_eq!(got, ["abc", "d", "z"]);
+    }
+
+    /// Batches handed out first to last.
+    struct Chunks(Vec<Vec<Series>>);
+
+    impl SeriesBatches for Chunks {
+        fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+            let next = (!self.0.is_empty()).then(|| self.0.remove(0));
+            Box::pin(async move { Ok(next) })
+        }
     }
 
     #[test]

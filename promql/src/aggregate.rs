@@ -22,13 +22,26 @@ use crate::gostr::go_quote;
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries, Sample, exec_err};
 
 /// Grouping: `by` (false) or `without` (true) with its sorted labels.
-struct Grouping {
+pub(crate) struct Grouping {
     without: bool,
     labels: Vec<String>,
 }
 
 impl Grouping {
-    fn key(&self, l: &Labels) -> Vec<(String, String)> {
+    /// The grouping of an aggregation's `by`/`without` clause.
+    pub(crate) fn of(modifier: Option<&LabelModifier>) -> Self {
+        let mut g = match modifier {
+            Some(LabelModifier::Include(l)) => Grouping { without: false, labels: l.labels.clone() },
+            Some(LabelModifier::Exclude(l)) => Grouping { without: true, labels: l.labels.clone() },
+            None => Grouping { without: false, labels: Vec::new() },
+        };
+        g.labels.sort();
+        g.labels.dedup();
+        g
+    }
+
+    /// The key of the group `l` falls in.
+    pub(crate) fn key(&self, l: &Labels) -> Vec<(String, String)> {
         if self.without {
             l.iter()
                 .filter(|x| x.name != METRIC_NAME && self.labels.binary_search(&x.name).is_err())
@@ -42,7 +55,8 @@ impl Grouping {
         }
     }
 
-    fn labels_of(&self, l: &Labels) -> Labels {
+    /// The labels of the group `l` falls in.
+    pub(crate) fn labels_of(&self, l: &Labels) -> Labels {
         let mut b = l.builder();
         if self.without {
             b.retain(|x| x.name != METRIC_NAME && self.labels.binary_search(&x.name).is_err());
@@ -75,13 +89,7 @@ fn string_param(e: &Expr) -> Option<String> {
 /// Evaluates an aggregation.
 pub(crate) fn eval_aggregate(ev: &mut Evaluator<'_>, a: &AggregateExpr, r: Range) -> Result<Matrix, PromqlError> {
     let op = a.op.id();
-    let mut grouping = match &a.modifier {
-        Some(LabelModifier::Include(l)) => Grouping { without: false, labels: l.labels.clone() },
-        Some(LabelModifier::Exclude(l)) => Grouping { without: true, labels: l.labels.clone() },
-        None => Grouping { without: false, labels: Vec::new() },
-    };
-    grouping.labels.sort();
-    grouping.labels.dedup();
+    let mut grouping = Grouping::of(a.modifier.as_ref());
 
     if op == T_COUNT_VALUES {
         let Some(value_label) = a.param.as_deref().and_then(string_param) else {

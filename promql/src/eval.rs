@@ -145,18 +145,43 @@ pub(crate) fn unwrap_parens(mut e: &Expr) -> &Expr {
     e
 }
 
-/// Finds the latest sample at or before `ref_t` within the lookback window,
-/// `None` when there is none or it is a staleness marker.
-pub(crate) fn lookup(samples: &[RawSample], ref_t: i64, lookback: i64) -> Option<RawSample> {
-    let idx = samples.partition_point(|s| s.t <= ref_t);
-    if idx == 0 {
-        return None;
+/// An instant selector over one series (`samples`, staleness markers
+/// included) at every step of `r`: into `points` (cleared first) the latest
+/// sample within the lookback window before each step (`@`-pinned to `at`,
+/// shifted by `off`), its timestamp in seconds with `timestamps`; whether
+/// there is any.
+pub(crate) fn vector_points(
+    samples: &[RawSample],
+    r: Range,
+    at: Option<i64>,
+    off: i64,
+    lookback: i64,
+    timestamps: bool,
+    points: &mut Vec<Point>,
+) -> bool {
+    points.clear();
+    // Steps only move forward: the candidate sample's index does too.
+    let mut idx = 0usize;
+    for ts in r.steps() {
+        let ref_t = at.unwrap_or(ts) - off;
+        if at.is_some() {
+            idx = samples.partition_point(|s| s.t <= ref_t);
+        } else {
+            while idx < samples.len() && samples[idx].t <= ref_t {
+                idx += 1;
+            }
+        }
+        if idx == 0 {
+            continue;
+        }
+        let s = samples[idx - 1];
+        if s.t <= ref_t - lookback || is_stale_nan(s.v) {
+            continue;
+        }
+        let f = if timestamps { s.t as f64 / 1000.0 } else { s.v };
+        points.push(Point { t: ts, f });
     }
-    let s = samples[idx - 1];
-    if s.t <= ref_t - lookback || is_stale_nan(s.v) {
-        return None;
-    }
-    Some(s)
+    !points.is_empty()
 }
 
 /// The points of `pts` in the left-open window `(mint, maxt]`.
@@ -188,6 +213,9 @@ pub(crate) struct Evaluator<'a> {
     pub annos: Annotations,
     /// The query's string literals that Go would decode to non-UTF-8 bytes.
     pub non_utf8: NonUtf8Literals,
+    /// Results of nodes evaluated before the walk (see [`crate::stream`]),
+    /// by node address; each is taken when the walk reaches its node.
+    pub precomputed: HashMap<usize, Matrix>,
 }
 
 impl Evaluator<'_> {
@@ -249,6 +277,11 @@ impl Evaluator<'_> {
         if r.end < r.start {
             return Ok(Val::Matrix(Vec::new()));
         }
+        if !self.precomputed.is_empty()
+            && let Some(m) = self.precomputed.remove(&crate::stream::node_key(e))
+        {
+            return Ok(Val::Matrix(m));
+        }
         match e {
             Expr::Aggregate(a) => crate::aggregate::eval_aggregate(self, a, r).map(Val::Matrix),
             Expr::Unary(u) => {
@@ -296,18 +329,11 @@ impl Evaluator<'_> {
         let data = self.selector_data(vs)?;
         let mut out = Vec::with_capacity(data.raw.len());
         let mut total = 0usize;
+        let mut points = Vec::new();
         for (s, metric) in data.raw.iter().zip(&data.metrics) {
-            let mut points = Vec::new();
-            for ts in r.steps() {
-                let ref_t = at.unwrap_or(ts) - off;
-                if let Some(smp) = lookup(&s.samples, ref_t, lookback) {
-                    let f = if timestamps { smp.t as f64 / 1000.0 } else { smp.v };
-                    points.push(Point { t: ts, f });
-                }
-            }
-            if !points.is_empty() {
+            if vector_points(&s.samples, r, at, off, lookback, timestamps, &mut points) {
                 total += points.len();
-                out.push(RSeries { metric: metric.clone(), points, drop_name: timestamps });
+                out.push(RSeries { metric: metric.clone(), points: points.clone(), drop_name: timestamps });
             }
         }
         self.account(total)?;
@@ -338,24 +364,8 @@ impl Evaluator<'_> {
     /// its own steps. Returns the matrix and the time the outer steps are
     /// pinned to by `@`, if any.
     pub fn eval_subquery(&mut self, sq: &SubqueryExpr, r: Range) -> Result<(Matrix, Option<i64>), PromqlError> {
-        let off = offset_ms(sq.offset.as_ref());
-        let range = dur_ms(sq.range);
-        let step = match sq.step {
-            Some(s) if dur_ms(s) > 0 => dur_ms(s),
-            _ => DEFAULT_SUBQUERY_STEP_MS,
-        };
         let at = self.at_ms(sq.at.as_ref());
-        let (base_start, base_end) = match at {
-            Some(a) => (a, a),
-            None => (r.start, r.end),
-        };
-        let lower = base_start - off - range;
-        let mut start = step * (lower / step);
-        if start <= lower {
-            start += step;
-        }
-        let inner = Range { start, end: base_end - off, interval: step };
-        let m = self.eval_matrix(&sq.expr, inner)?;
+        let m = self.eval_matrix(&sq.expr, subquery_range(sq, r, at))?;
         Ok((m, at))
     }
 
@@ -431,6 +441,27 @@ impl Evaluator<'_> {
         self.release(args.iter().flatten().map(|s| s.points.len()).sum());
         Ok(out)
     }
+}
+
+/// The steps a subquery evaluates its inner expression at, for the outer
+/// steps `r` and the subquery's `@` time `at`.
+pub(crate) fn subquery_range(sq: &SubqueryExpr, r: Range, at: Option<i64>) -> Range {
+    let off = offset_ms(sq.offset.as_ref());
+    let range = dur_ms(sq.range);
+    let step = match sq.step {
+        Some(s) if dur_ms(s) > 0 => dur_ms(s),
+        _ => DEFAULT_SUBQUERY_STEP_MS,
+    };
+    let (base_start, base_end) = match at {
+        Some(a) => (a, a),
+        None => (r.start, r.end),
+    };
+    let lower = base_start - off - range;
+    let mut start = step * (lower / step);
+    if start <= lower {
+        start += step;
+    }
+    Range { start, end: base_end - off, interval: step }
 }
 
 /// Whether a label is metric metadata (`__name__`, `__type__`, `__unit__`),
@@ -515,12 +546,23 @@ mod tests {
     }
 
     #[test]
-    fn lookup_respects_lookback_and_staleness() {
+    fn vector_points_respect_lookback_and_staleness() {
         let s = vec![RawSample::new(0, 1.0), RawSample::new(10, 2.0), RawSample::new(20, strata_model::stale_nan())];
-        assert_eq!(lookup(&s, 15, 100).map(|x| x.v), Some(2.0));
-        assert_eq!(lookup(&s, 25, 100), None);
-        assert_eq!(lookup(&s, 15, 5), None);
-        assert_eq!(lookup(&s, -1, 5), None);
+        let mut p = Vec::new();
+        let at = |t: i64| Range { start: t, end: t, interval: 1 };
+        let one = |p: &Vec<Point>| p.iter().map(|x| x.f).collect::<Vec<_>>();
+        assert!(vector_points(&s, at(15), None, 0, 100, false, &mut p));
+        assert_eq!(one(&p), [2.0]);
+        assert!(!vector_points(&s, at(25), None, 0, 100, false, &mut p));
+        assert!(!vector_points(&s, at(15), None, 0, 5, false, &mut p));
+        assert!(!vector_points(&s, at(-1), None, 0, 5, false, &mut p));
+        // Steps 0, 5, ..., 30 with lookback 8: the marker at 20 ends the series.
+        assert!(vector_points(&s, Range { start: 0, end: 30, interval: 5 }, None, 0, 8, false, &mut p));
+        assert_eq!(p.iter().map(|x| (x.t, x.f)).collect::<Vec<_>>(), [(0, 1.0), (5, 1.0), (10, 2.0), (15, 2.0)]);
+        // Offset and `@`, timestamps in seconds.
+        assert!(vector_points(&s, Range { start: 0, end: 30, interval: 5 }, Some(12), 2, 100, true, &mut p));
+        assert_eq!(p.len(), 7);
+        assert!(p.iter().all(|x| x.f == 0.01));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use regex::Regex;
 use strata_model::{Labels, METRIC_NAME};
 
 use crate::eval::{
-    Evaluator, Range, dur_ms, merge_same_labelset, offset_ms, scalar_per_step, selector_key, unwrap_parens, window,
+    Evaluator, Range, dur_ms, merge_same_labelset, offset_ms, scalar_per_step, selector_key, unwrap_parens,
 };
 use crate::value::{Matrix, Metric, Point, PromqlError, RSeries, Sample, Val, exec_err};
 
@@ -124,6 +124,7 @@ pub(crate) fn eval_call(ev: &mut Evaluator<'_>, call: &Call, r: Range) -> Result
         }
         "label_replace" => return label_replace(ev, &args, r).map(Val::Matrix),
         "label_join" => return label_join(ev, &args, r).map(Val::Matrix),
+        "info" => return eval_info(ev, call, &args, r).map(Val::Matrix),
         _ => {}
     }
     if let Some(idx) = args.iter().position(|a| matches!(a, Expr::MatrixSelector(_) | Expr::Subquery(_))) {
@@ -188,38 +189,12 @@ fn eval_range_call(
         _ => return exec_err("internal error: expected a range argument"),
     };
 
-    let drop_name = name != "last_over_time" && name != "first_over_time";
+    let spec = RangeSpec { name, scalars, range_ms, off, at };
     let mut out: Matrix = Vec::with_capacity(series.len());
-    let mut sargs = vec![0.0; scalars.len()];
+    let mut sargs = Vec::new();
     for (metric, pts, inner_drop) in series {
-        ev.check_deadline()?;
-        let mut points = Vec::new();
-        for (step, ts) in r.steps().enumerate() {
-            let maxt = at.unwrap_or(ts) - off;
-            let mint = maxt - range_ms;
-            let w = window(pts, mint, maxt);
-            if w.is_empty() {
-                continue;
-            }
-            ev.check_transient(w.len())?;
-            for (k, s) in scalars.iter().enumerate() {
-                sargs[k] = s[step];
-            }
-            let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms };
-            if let Some(f) = range_fn(ev, name, w, &sargs, &ctx)? {
-                points.push(Point { t: ts, f });
-            }
-        }
-        let counter_fn = name == "rate" || name == "increase";
-        if let Some(n) = metric.metric_name().filter(|_| counter_fn && !points.is_empty())
-            && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf))
-        {
-            ev.annos
-                .info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
-        }
-        if !points.is_empty() {
-            ev.account(points.len())?;
-            out.push(RSeries { metric, points, drop_name: drop_name || inner_drop });
+        if let Some(s) = range_series(ev, &spec, metric, pts, inner_drop, r, &mut sargs)? {
+            out.push(s);
         }
     }
 
@@ -238,9 +213,223 @@ fn eval_range_call(
     Ok(out)
 }
 
+/// A range-vector function call over a range argument: everything but the
+/// series it reads.
+pub(crate) struct RangeSpec<'a> {
+    /// The function.
+    pub name: &'a str,
+    /// Its scalar arguments, each per step of the evaluation range.
+    pub scalars: Vec<Vec<f64>>,
+    /// The range, ms.
+    pub range_ms: i64,
+    /// The range argument's offset, ms.
+    pub off: i64,
+    /// The time the range argument is pinned to by `@`, ms.
+    pub at: Option<i64>,
+}
+
+/// The range-vector functions, resolved once per call rather than per window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RangeFn {
+    /// `rate`
+    Rate,
+    /// `increase`
+    Increase,
+    /// `delta`
+    Delta,
+    /// `irate`
+    Irate,
+    /// `idelta`
+    Idelta,
+    /// `avg_over_time`
+    AvgOverTime,
+    /// `count_over_time`
+    CountOverTime,
+    /// `sum_over_time`
+    SumOverTime,
+    /// `min_over_time`
+    MinOverTime,
+    /// `max_over_time`
+    MaxOverTime,
+    /// `ts_of_min_over_time`
+    TsOfMinOverTime,
+    /// `ts_of_max_over_time`
+    TsOfMaxOverTime,
+    /// `ts_of_first_over_time`
+    TsOfFirstOverTime,
+    /// `ts_of_last_over_time`
+    TsOfLastOverTime,
+    /// `last_over_time`
+    LastOverTime,
+    /// `first_over_time`
+    FirstOverTime,
+    /// `present_over_time`
+    PresentOverTime,
+    /// `absent_over_time`
+    AbsentOverTime,
+    /// `stddev_over_time`
+    StddevOverTime,
+    /// `stdvar_over_time`
+    StdvarOverTime,
+    /// `quantile_over_time`
+    QuantileOverTime,
+    /// `mad_over_time`
+    MadOverTime,
+    /// `changes`
+    Changes,
+    /// `resets`
+    Resets,
+    /// `deriv`
+    Deriv,
+    /// `predict_linear`
+    PredictLinear,
+    /// `double_exponential_smoothing`
+    DoubleExponentialSmoothing,
+    /// `holt_winters`
+    HoltWinters,
+}
+
+impl RangeFn {
+    /// The function named `name`, if it is a range-vector function.
+    pub(crate) fn of(name: &str) -> Option<Self> {
+        Some(match name {
+            "rate" => Self::Rate,
+            "increase" => Self::Increase,
+            "delta" => Self::Delta,
+            "irate" => Self::Irate,
+            "idelta" => Self::Idelta,
+            "avg_over_time" => Self::AvgOverTime,
+            "count_over_time" => Self::CountOverTime,
+            "sum_over_time" => Self::SumOverTime,
+            "min_over_time" => Self::MinOverTime,
+            "max_over_time" => Self::MaxOverTime,
+            "ts_of_min_over_time" => Self::TsOfMinOverTime,
+            "ts_of_max_over_time" => Self::TsOfMaxOverTime,
+            "ts_of_first_over_time" => Self::TsOfFirstOverTime,
+            "ts_of_last_over_time" => Self::TsOfLastOverTime,
+            "last_over_time" => Self::LastOverTime,
+            "first_over_time" => Self::FirstOverTime,
+            "present_over_time" => Self::PresentOverTime,
+            "absent_over_time" => Self::AbsentOverTime,
+            "stddev_over_time" => Self::StddevOverTime,
+            "stdvar_over_time" => Self::StdvarOverTime,
+            "quantile_over_time" => Self::QuantileOverTime,
+            "mad_over_time" => Self::MadOverTime,
+            "changes" => Self::Changes,
+            "resets" => Self::Resets,
+            "deriv" => Self::Deriv,
+            "predict_linear" => Self::PredictLinear,
+            "double_exponential_smoothing" => Self::DoubleExponentialSmoothing,
+            "holt_winters" => Self::HoltWinters,
+            _ => return None,
+        })
+    }
+}
+
+/// Whether `name` is a range-vector function [`range_series`] evaluates
+/// series by series (everything except `absent_over_time`, which looks at
+/// all series together).
+pub(crate) fn is_series_range_fn(name: &str) -> bool {
+    RangeFn::of(name).is_some_and(|f| f != RangeFn::AbsentOverTime)
+}
+
+/// Evaluates a range function over one series (`pts`: its points without
+/// staleness markers) at every step of `r`; `None` when no step has a
+/// value. The result's points are accounted in `ev`. `sargs` is scratch.
+pub(crate) fn range_series(
+    ev: &mut Evaluator<'_>,
+    spec: &RangeSpec<'_>,
+    metric: Metric,
+    pts: &[Point],
+    inner_drop: bool,
+    r: Range,
+    sargs: &mut Vec<f64>,
+) -> Result<Option<RSeries>, PromqlError> {
+    let mut points = Vec::new();
+    if !range_points(ev, spec, &metric, pts, r, sargs, &mut points)? {
+        return Ok(None);
+    }
+    ev.account(points.len())?;
+    Ok(Some(RSeries { metric, points, drop_name: range_fn_drops_name(spec.name) || inner_drop }))
+}
+
+/// Whether a range function's result drops the metric name.
+pub(crate) fn range_fn_drops_name(name: &str) -> bool {
+    name != "last_over_time" && name != "first_over_time"
+}
+
+/// The points of [`range_series`] into `points` (cleared first), without
+/// accounting them; whether there is any.
+pub(crate) fn range_points(
+    ev: &mut Evaluator<'_>,
+    spec: &RangeSpec<'_>,
+    metric: &Metric,
+    pts: &[Point],
+    r: Range,
+    sargs: &mut Vec<f64>,
+    points: &mut Vec<Point>,
+) -> Result<bool, PromqlError> {
+    ev.check_deadline()?;
+    let name = spec.name;
+    let func = RangeFn::of(name);
+    sargs.clear();
+    sargs.resize(spec.scalars.len(), 0.0);
+    points.clear();
+    // Counter resets, found once per series rather than once per window.
+    let resets: Vec<usize> = if matches!(func, Some(RangeFn::Rate | RangeFn::Increase)) {
+        (1..pts.len()).filter(|&j| pts[j].f < pts[j - 1].f).collect()
+    } else {
+        Vec::new()
+    };
+    // Steps only move forward, so the window's bounds do too (unless `@`
+    // pins them): two cursors instead of two searches per step.
+    let (mut lo, mut hi) = (0usize, 0usize);
+    for (step, ts) in r.steps().enumerate() {
+        let maxt = spec.at.unwrap_or(ts) - spec.off;
+        let mint = maxt - spec.range_ms;
+        if spec.at.is_some() {
+            lo = pts.partition_point(|p| p.t <= mint);
+            hi = pts.partition_point(|p| p.t <= maxt);
+        } else {
+            while lo < pts.len() && pts[lo].t <= mint {
+                lo += 1;
+            }
+            hi = hi.max(lo);
+            while hi < pts.len() && pts[hi].t <= maxt {
+                hi += 1;
+            }
+        }
+        if lo >= hi {
+            continue;
+        }
+        let w = &pts[lo..hi];
+        ev.check_transient(w.len())?;
+        for (k, s) in spec.scalars.iter().enumerate() {
+            sargs[k] = s[step];
+        }
+        let ctx = RangeCtx { ts, range_start: mint, range_end: maxt, range_ms: spec.range_ms };
+        let v = match func {
+            Some(RangeFn::Rate) => counter_rate(pts, lo, hi, &resets, &ctx, true),
+            Some(RangeFn::Increase) => counter_rate(pts, lo, hi, &resets, &ctx, false),
+            _ => range_fn(ev, name, func, w, sargs, &ctx)?,
+        };
+        if let Some(f) = v {
+            points.push(Point { t: ts, f });
+        }
+    }
+    let counter_fn = matches!(func, Some(RangeFn::Rate | RangeFn::Increase));
+    if let Some(n) = metric.metric_name().filter(|_| counter_fn && !points.is_empty())
+        && !["_total", "_sum", "_count", "_bucket"].iter().any(|suf| n.ends_with(suf))
+    {
+        ev.annos.info(format!("metric might not be a counter, name does not end in _total/_sum/_count/_bucket: {n:?}"));
+    }
+    Ok(!points.is_empty())
+}
+
 fn range_fn(
     ev: &mut Evaluator<'_>,
     name: &str,
+    func: Option<RangeFn>,
     w: &[Point],
     sargs: &[f64],
     ctx: &RangeCtx,
@@ -248,33 +437,36 @@ fn range_fn(
     let n = w.len();
     let first = w[0];
     let last = w[n - 1];
-    Ok(match name {
-        "rate" => extrapolated_rate(w, ctx, true, true),
-        "increase" => extrapolated_rate(w, ctx, true, false),
-        "delta" => extrapolated_rate(w, ctx, false, false),
-        "irate" => instant_value(w, true),
-        "idelta" => instant_value(w, false),
-        "avg_over_time" => Some(avg_over_time(w)),
-        "count_over_time" => Some(n as f64),
-        "sum_over_time" => {
+    let Some(func) = func else {
+        return exec_err(format!("function {name:?} is not supported"));
+    };
+    Ok(match func {
+        RangeFn::Rate => extrapolated_rate(w, ctx, true, true),
+        RangeFn::Increase => extrapolated_rate(w, ctx, true, false),
+        RangeFn::Delta => extrapolated_rate(w, ctx, false, false),
+        RangeFn::Irate => instant_value(w, true),
+        RangeFn::Idelta => instant_value(w, false),
+        RangeFn::AvgOverTime => Some(avg_over_time(w)),
+        RangeFn::CountOverTime => Some(n as f64),
+        RangeFn::SumOverTime => {
             let (mut sum, mut c) = (0.0, 0.0);
             for p in w {
                 (sum, c) = kahan_inc(p.f, sum, c);
             }
             Some(if sum.is_infinite() { sum } else { sum + c })
         }
-        "min_over_time" => Some(compare_over_time(w, |cur, m| cur < m || m.is_nan()).1),
-        "max_over_time" => Some(compare_over_time(w, |cur, m| cur > m || m.is_nan()).1),
-        "ts_of_min_over_time" => Some(compare_over_time(w, |cur, m| cur <= m || m.is_nan()).0 as f64 / 1000.0),
-        "ts_of_max_over_time" => Some(compare_over_time(w, |cur, m| cur >= m || m.is_nan()).0 as f64 / 1000.0),
-        "ts_of_first_over_time" => Some(first.t as f64 / 1000.0),
-        "ts_of_last_over_time" => Some(last.t as f64 / 1000.0),
-        "last_over_time" => Some(last.f),
-        "first_over_time" => Some(first.f),
-        "present_over_time" | "absent_over_time" => Some(1.0),
-        "stddev_over_time" => Some(variance_over_time(w).sqrt()),
-        "stdvar_over_time" => Some(variance_over_time(w)),
-        "quantile_over_time" => {
+        RangeFn::MinOverTime => Some(compare_over_time(w, |cur, m| cur < m || m.is_nan()).1),
+        RangeFn::MaxOverTime => Some(compare_over_time(w, |cur, m| cur > m || m.is_nan()).1),
+        RangeFn::TsOfMinOverTime => Some(compare_over_time(w, |cur, m| cur <= m || m.is_nan()).0 as f64 / 1000.0),
+        RangeFn::TsOfMaxOverTime => Some(compare_over_time(w, |cur, m| cur >= m || m.is_nan()).0 as f64 / 1000.0),
+        RangeFn::TsOfFirstOverTime => Some(first.t as f64 / 1000.0),
+        RangeFn::TsOfLastOverTime => Some(last.t as f64 / 1000.0),
+        RangeFn::LastOverTime => Some(last.f),
+        RangeFn::FirstOverTime => Some(first.f),
+        RangeFn::PresentOverTime | RangeFn::AbsentOverTime => Some(1.0),
+        RangeFn::StddevOverTime => Some(variance_over_time(w).sqrt()),
+        RangeFn::StdvarOverTime => Some(variance_over_time(w)),
+        RangeFn::QuantileOverTime => {
             let q = sargs.first().copied().unwrap_or(f64::NAN);
             if q.is_nan() || !(0.0..=1.0).contains(&q) {
                 ev.annos.warn(format!("quantile value should be between 0 and 1, got {}", format_float(q)));
@@ -282,7 +474,7 @@ fn range_fn(
             let mut vals: Vec<f64> = w.iter().map(|p| p.f).collect();
             Some(quantile(q, &mut vals))
         }
-        "mad_over_time" => {
+        RangeFn::MadOverTime => {
             if w.iter().any(|p| p.f.is_nan()) {
                 return Ok(Some(f64::NAN));
             }
@@ -291,7 +483,7 @@ fn range_fn(
             let mut dev: Vec<f64> = w.iter().map(|p| (p.f - median).abs()).collect();
             Some(quantile(0.5, &mut dev))
         }
-        "changes" => {
+        RangeFn::Changes => {
             let mut c = 0usize;
             for pair in w.windows(2) {
                 let (p, q) = (pair[0].f, pair[1].f);
@@ -301,15 +493,15 @@ fn range_fn(
             }
             Some(c as f64)
         }
-        "resets" => Some(w.windows(2).filter(|p| p[1].f < p[0].f).count() as f64),
-        "deriv" => {
+        RangeFn::Resets => Some(w.windows(2).filter(|p| p[1].f < p[0].f).count() as f64),
+        RangeFn::Deriv => {
             if n < 2 {
                 None
             } else {
                 Some(linear_regression(w, first.t).0)
             }
         }
-        "predict_linear" => {
+        RangeFn::PredictLinear => {
             if n < 2 {
                 None
             } else {
@@ -318,7 +510,7 @@ fn range_fn(
                 Some(slope * d + intercept)
             }
         }
-        "double_exponential_smoothing" | "holt_winters" => {
+        RangeFn::DoubleExponentialSmoothing | RangeFn::HoltWinters => {
             let sf = sargs.first().copied().unwrap_or(f64::NAN);
             let tf = sargs.get(1).copied().unwrap_or(f64::NAN);
             if sf.is_nan() || sf <= 0.0 || sf >= 1.0 {
@@ -329,7 +521,6 @@ fn range_fn(
             }
             double_exponential_smoothing(w, sf, tf)
         }
-        _ => return exec_err(format!("function {name:?} is not supported")),
     })
 }
 
@@ -338,8 +529,7 @@ fn extrapolated_rate(w: &[Point], ctx: &RangeCtx, is_counter: bool, is_rate: boo
     if n < 2 {
         return None;
     }
-    let (first, last) = (w[0], w[n - 1]);
-    let mut result = last.f - first.f;
+    let mut result = w[n - 1].f - w[0].f;
     if is_counter {
         for p in w.windows(2) {
             if p[1].f < p[0].f {
@@ -347,6 +537,35 @@ fn extrapolated_rate(w: &[Point], ctx: &RangeCtx, is_counter: bool, is_rate: boo
             }
         }
     }
+    extrapolate(w, ctx, result, is_counter, is_rate)
+}
+
+/// `rate` or `increase` over `pts[lo..hi]`, where `resets` lists (in order)
+/// the positions `j` of `pts` with `pts[j] < pts[j - 1]`: adds the same
+/// values in the same order as [`extrapolated_rate`] without visiting
+/// every point.
+fn counter_rate(pts: &[Point], lo: usize, hi: usize, resets: &[usize], ctx: &RangeCtx, is_rate: bool) -> Option<f64> {
+    let w = &pts[lo..hi];
+    let n = w.len();
+    if n < 2 {
+        return None;
+    }
+    let mut result = w[n - 1].f - w[0].f;
+    let from = resets.partition_point(|&j| j <= lo);
+    for &j in resets[from..].iter().take_while(|&&j| j < hi) {
+        result += pts[j - 1].f;
+    }
+    extrapolate(w, ctx, result, true, is_rate)
+}
+
+/// Prometheus' extrapolation of a window's difference `result` to the
+/// window's edges (`extrapolatedRate`).
+fn extrapolate(w: &[Point], ctx: &RangeCtx, result: f64, is_counter: bool, is_rate: bool) -> Option<f64> {
+    let n = w.len();
+    if n < 2 {
+        return None;
+    }
+    let (first, last) = (w[0], w[n - 1]);
     let mut to_start = (first.t - ctx.range_start) as f64 / 1000.0;
     let mut to_end = (ctx.range_end - last.t) as f64 / 1000.0;
     let sampled = (last.t - first.t) as f64 / 1000.0;
@@ -1039,6 +1258,129 @@ fn histogram_fraction(ev: &mut Evaluator<'_>, lower: f64, upper: f64, v: &[Sampl
 // ---------------------------------------------------------------------------
 // Label functions.
 
+/// The labels `info()` joins on.
+const IDENTIFYING_LABELS: [&str; 2] = ["instance", "job"];
+
+/// `info(v, {data matchers})` (experimental), as Prometheus' `evalInfo`:
+/// adds to each series of `v` the data labels of the info series (by default
+/// `target_info`) with the same `instance` and `job`, at every step the
+/// newest such info sample; info series themselves pass unchanged.
+fn eval_info(ev: &mut Evaluator<'_>, call: &Call, args: &[&Expr], r: Range) -> Result<Matrix, PromqlError> {
+    let Some(first) = args.first() else {
+        return exec_err("info needs an argument");
+    };
+    let base = ev.eval_matrix(first, r)?;
+    let mut data_matchers = crate::plan::info_data_matchers(call)?;
+    let name_matchers = crate::plan::info_name_matchers(&data_matchers);
+    // Info series themselves are not enriched.
+    let ignore: HashSet<Labels> = base
+        .iter()
+        .filter(|s| name_matchers.iter().all(|m| m.matches(s.metric.metric_name().unwrap_or(""))))
+        .map(|s| (*s.metric).clone())
+        .collect();
+    let mut id_values: HashMap<&str, HashSet<String>> = HashMap::new();
+    for s in base.iter().filter(|s| !ignore.contains(&*s.metric)) {
+        for l in IDENTIFYING_LABELS {
+            if let Some(v) = s.metric.get(l).filter(|v| !v.is_empty()) {
+                id_values.entry(l).or_default().insert(v.to_owned());
+            }
+        }
+    }
+    data_matchers.retain(|m| m.name != METRIC_NAME);
+
+    // The info series at each step, valued with their sample's time (ms).
+    let mut info: Matrix = Vec::new();
+    if !id_values.is_empty() {
+        let Some(d) = ev.data.get(&crate::plan::info_key(call)) else {
+            return exec_err("internal error: info series were not fetched");
+        };
+        let mut points = Vec::new();
+        for (s, metric) in d.raw.iter().zip(&d.metrics) {
+            let wanted = id_values.iter().all(|(l, vals)| metric.get(l).is_some_and(|v| vals.contains(v)));
+            if wanted && crate::eval::vector_points(&s.samples, r, None, 0, ev.lookback, true, &mut points) {
+                for p in &mut points {
+                    p.f = (p.f * 1000.0).round();
+                }
+                info.push(RSeries { metric: metric.clone(), points: points.clone(), drop_name: false });
+            }
+        }
+    }
+    let sig = |name: &str, l: &Labels| -> (String, Option<String>, Option<String>) {
+        (name.to_owned(), l.get("instance").map(str::to_owned), l.get("job").map(str::to_owned))
+    };
+    let info_names: Vec<String> = {
+        let mut n: Vec<String> = info.iter().filter_map(|s| s.metric.metric_name().map(str::to_owned)).collect();
+        n.sort();
+        n.dedup();
+        n
+    };
+    let data_names: HashSet<String> = data_matchers.iter().map(|m| m.name.clone()).collect();
+    let all_match_empty = data_matchers.iter().all(|m| m.matches(""));
+    ev.range_eval(r, &[base, info], |_, v, _| {
+        let mut right: HashMap<(String, Option<String>, Option<String>), &Sample> = HashMap::new();
+        for s in &v[1] {
+            let key = sig(s.metric.metric_name().unwrap_or(""), &s.metric);
+            match right.get(&key) {
+                Some(e) if e.f > s.f => {}
+                Some(e) if e.f == s.f => {
+                    return exec_err(format!(
+                        "found duplicate series for info metric: existing {} @ {}, new {} @ {}",
+                        crate::value::labels_string(&e.metric),
+                        e.f as i64,
+                        crate::value::labels_string(&s.metric),
+                        s.f as i64
+                    ));
+                }
+                _ => {
+                    right.insert(key, s);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(v[0].len());
+        for bs in &v[0] {
+            if ignore.contains(&*bs.metric) {
+                out.push(Sample { metric: bs.metric.clone(), t: bs.t, f: bs.f, drop_name: false });
+                continue;
+            }
+            let mut add: Vec<(String, String)> = Vec::new();
+            let mut seen = 0usize;
+            for name in &info_names {
+                let Some(is) = right.get(&sig(name, &bs.metric)) else { continue };
+                for l in is.metric.iter() {
+                    if l.name == METRIC_NAME || (!data_names.is_empty() && !data_names.contains(&l.name)) {
+                        continue;
+                    }
+                    if let Some((_, v)) = add.iter().find(|(n, _)| *n == l.name) {
+                        if *v != l.value {
+                            return exec_err(format!("conflicting label: {}", l.name));
+                        }
+                        continue;
+                    }
+                    if bs.metric.get(&l.name).is_some() {
+                        continue;
+                    }
+                    add.push((l.name.clone(), l.value.clone()));
+                }
+                seen += 1;
+            }
+            if seen == 0 && !all_match_empty {
+                continue;
+            }
+            let metric = if add.is_empty() {
+                bs.metric.clone()
+            } else {
+                let mut b = bs.metric.builder();
+                for (n, v) in add {
+                    b.set(n, v);
+                }
+                Arc::new(b.build())
+            };
+            out.push(Sample { metric, t: bs.t, f: bs.f, drop_name: false });
+        }
+        Ok(out)
+    })
+}
+
 fn label_replace(ev: &mut Evaluator<'_>, args: &[&Expr], r: Range) -> Result<Matrix, PromqlError> {
     if args.len() != 5 {
         return exec_err("label_replace needs 5 arguments");
@@ -1147,6 +1489,27 @@ mod tests {
         let ctx = RangeCtx { ts: 60_000, range_start: 0, range_end: 60_000, range_ms: 60_000 };
         let r = extrapolated_rate(&w, &ctx, true, true).expect("rate");
         assert!((r - 1.0).abs() < 1e-9, "{r}");
+    }
+
+    proptest::proptest! {
+        /// Visiting only the resets gives the full loop's sum, bit for bit.
+        #[test]
+        fn counter_rate_equals_the_full_loop(
+            vals in proptest::collection::vec(proptest::prop_oneof![0.0..1e6f64, proptest::strategy::Just(f64::NAN)], 2..60),
+            lo in 0usize..60,
+            len in 0usize..60,
+        ) {
+            let pts: Vec<Point> = vals.iter().enumerate().map(|(i, &f)| Point { t: i as i64 * 15_000 + 3, f }).collect();
+            let lo = lo.min(pts.len());
+            let hi = (lo + len).min(pts.len());
+            let resets: Vec<usize> = (1..pts.len()).filter(|&j| pts[j].f < pts[j - 1].f).collect();
+            let ctx = RangeCtx { ts: 900_000, range_start: lo as i64 * 15_000, range_end: hi as i64 * 15_000 + 10, range_ms: 300_000 };
+            for is_rate in [true, false] {
+                let want = extrapolated_rate(&pts[lo..hi], &ctx, true, is_rate).map(f64::to_bits);
+                let got = counter_rate(&pts, lo, hi, &resets, &ctx, is_rate).map(f64::to_bits);
+                proptest::prop_assert_eq!(got, want);
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! - [`memstore`]: an in-memory store for tests.
 //! - `plan`: which series each selector needs, fetched once per query.
 //! - `eval`: the step-wise evaluator (`rangeEval`), selectors, subqueries.
+//! - `stream`: range functions over selectors (and aggregations over them)
+//!   evaluated series by series as storage streams them, before the walk.
 //! - `binary`, `aggregate`, `functions`: operators, aggregations, functions.
 //! - `gostr`: string literals as Go decodes them (non-UTF-8 label names).
 //!
@@ -18,8 +20,10 @@ mod functions;
 mod gostr;
 pub mod memstore;
 mod plan;
+mod stream;
 pub mod value;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +57,8 @@ impl Default for EngineOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Engine {
     opts: EngineOptions,
+    /// Evaluates every node step-wise (tests compare both paths).
+    no_streaming: bool,
 }
 
 /// Parses a query, mapping the parser's message into a [`PromqlError::Parse`].
@@ -100,7 +106,7 @@ fn contains_sort(e: &Expr) -> bool {
 impl Engine {
     /// An engine with the given options.
     pub fn new(opts: EngineOptions) -> Self {
-        Self { opts }
+        Self { opts, no_streaming: false }
     }
 
     /// The engine's options.
@@ -161,7 +167,19 @@ impl Engine {
         let deadline = Instant::now() + self.opts.timeout;
         let ctx = plan::PlanCtx { start: r.start, end: r.end, lookback: self.opts.lookback_delta_ms };
         let fetches = plan::collect(expr, &ctx);
-        let data = plan::fetch_all(store, tenant, &fetches, self.opts.max_samples).await?;
+        let streamed = if self.no_streaming { Vec::new() } else { stream::find(expr, r, r.start, r.end) };
+        // The selectors of streamed nodes are read while those are evaluated.
+        let mut skip: HashMap<usize, (i64, i64)> =
+            streamed.iter().map(|n| (eval::selector_key(n.selector()), (i64::MAX, i64::MIN))).collect();
+        for f in &fetches {
+            if let Some(range) = skip.get_mut(&eval::selector_key(f.vs)) {
+                *range = (f.mint, f.maxt);
+            }
+        }
+        let (mut data, mut left) = plan::fetch_all(store, tenant, &fetches, &skip, self.opts.max_samples).await?;
+        let mut infos = Vec::new();
+        plan::collect_info(expr, &ctx, &mut infos);
+        plan::fetch_info(store, tenant, &infos, &mut data, &mut left).await?;
         if Instant::now() > deadline {
             return Err(PromqlError::Timeout);
         }
@@ -176,7 +194,12 @@ impl Engine {
             query_step: if is_range { r.interval } else { 0 },
             annos: Annotations::default(),
             non_utf8: NonUtf8Literals::scan(query),
+            precomputed: HashMap::new(),
         };
+        for node in &streamed {
+            let (mint, maxt) = skip.get(&eval::selector_key(node.selector())).copied().unwrap_or((0, -1));
+            stream::run(&mut ev, store, tenant, node, mint, maxt, &mut left, node.range).await?;
+        }
         if is_range && contains_sort(expr) {
             ev.annos.warn("sort is ineffective for range queries since results are always ordered by labels");
         }
@@ -314,6 +337,91 @@ mod tests {
         assert_eq!(a + b, 2);
         let err = block(e.instant_query(&st, "t", "limit_ratio(NaN, http_requests_total)", 0)).expect_err("NaN");
         assert_eq!(err.to_string(), "Ratio value is NaN");
+    }
+
+    /// Streamed evaluation gives what the step-wise evaluation gives, bit
+    /// for bit, with the same annotations.
+    #[test]
+    fn streamed_equals_stepwise() {
+        let st = MemStore::new();
+        for (i, job) in ["a", "b", "c"].into_iter().enumerate() {
+            for inst in 0..3 {
+                let inst = inst.to_string();
+                let l = Labels::from_pairs([("__name__", "x_total"), ("job", job), ("instance", &inst)]).expect("l");
+                let mut v = 0.0;
+                let samples: Vec<RawSample> = (0..200i64)
+                    .filter(|k| (k + i as i64) % 17 != 0)
+                    .map(|k| {
+                        v = if k % 50 == 49 { 1.0 } else { v + (k % 7) as f64 * 0.3 + i as f64 };
+                        let v = if k == 120 && inst == "1" { strata_model::stale_nan() } else { v };
+                        RawSample::new(k * 15_000 + 1_000 * i as i64, v)
+                    })
+                    .collect();
+                st.add("t", l, samples);
+            }
+            let g = Labels::from_pairs([("__name__", "g"), ("job", job)]).expect("l");
+            st.add("t", g, (0..100).map(|k| RawSample::new(k * 30_000, ((k * 37) % 11) as f64 - 5.0)));
+        }
+        let queries = [
+            "sum by (job) (rate(x_total[5m]))",
+            "sum(rate(x_total[1m]))",
+            "avg without (instance) (increase(x_total[5m]))",
+            "count by (job) (irate(x_total[2m]))",
+            "min(delta(g[10m]))",
+            "max by (job) (max_over_time(g[3m]))",
+            "group by (instance) (changes(x_total[5m]))",
+            "stddev by (job) (avg_over_time(x_total[5m] offset 2m))",
+            "stdvar(sum_over_time(g[5m]))",
+            "sum by (__name__) (last_over_time(x_total[5m]))",
+            "quantile_over_time(0.3, x_total[10m])",
+            "predict_linear(g[10m], 600)",
+            "resets(x_total[30m]) + 1",
+            "sum(rate(x_total[5m] @ 1500)) / count(count_over_time(g[5m]))",
+            "rate(g[5m])",
+            "sum(deriv(x_total[5m])) or max(stddev_over_time(g[5m]))",
+            "double_exponential_smoothing(g[10m], 0.5, 0.5)",
+            "x_total",
+            "sum by (job) (g)",
+            "avg(x_total offset 1m)",
+            "max(g @ 1500)",
+            "timestamp(g) + on(job) g",
+            "g / on(job) group_left sum by (job) (x_total)",
+            "absent(nope)",
+            "count(x_total > 50)",
+            "max_over_time(rate(x_total[5m])[30m:1m])",
+            "avg_over_time(sum by (job) (g)[10m:])",
+            "min_over_time(x_total[20m:2m] @ 1800)",
+            "sum_over_time(max_over_time(g[5m:30s])[15m:90s] offset 1m)",
+            "rate(x_total[5m:1m] @ end())",
+        ];
+        let bits = |v: &Value| match v {
+            Value::Matrix(m) => m
+                .iter()
+                .map(|s| (s.labels.clone(), s.samples.iter().map(|p| (p.t, p.v.to_bits())).collect::<Vec<_>>()))
+                .collect::<Vec<_>>(),
+            Value::Vector(v) => v.iter().map(|s| (s.labels.clone(), vec![(s.t, s.v.to_bits())])).collect(),
+            other => panic!("unexpected {other:?}"),
+        };
+        let streaming = Engine::default();
+        let stepwise = Engine { no_streaming: true, ..Engine::default() };
+        for q in queries {
+            assert!(
+                !stream::find(&parse(q).expect("parses"), Range { start: 0, end: 0, interval: 1 }, 0, 0).is_empty()
+            );
+            for (start, end, step) in [(0, 3_000_000, 60_000), (0, 3_000_000, 7_000), (1_234_567, 1_234_567, 1)] {
+                let a = block(streaming.range_query(&st, "t", q, start, end, step)).expect("streamed");
+                let b = block(stepwise.range_query(&st, "t", q, start, end, step)).expect("step-wise");
+                assert_eq!(bits(&a.value), bits(&b.value), "{q} {start} {end} {step}");
+                assert!(!bits(&a.value).is_empty(), "{q}");
+                let (mut wa, mut wb) = ([a.warnings, a.infos].concat(), [b.warnings, b.infos].concat());
+                wa.sort();
+                wb.sort();
+                assert_eq!(wa, wb, "{q}");
+            }
+            let a = block(streaming.instant_query(&st, "t", q, 2_000_000)).expect("streamed");
+            let b = block(stepwise.instant_query(&st, "t", q, 2_000_000)).expect("step-wise");
+            assert_eq!(bits(&a.value), bits(&b.value), "{q} instant");
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
-use strata_model::{BoxFuture, Labels, Matcher, Sample, SampleBudget, Select, SelectError, SelectHints, Series};
+use strata_model::{
+    BoxFuture, Labels, Matcher, Sample, SampleBudget, Select, SelectError, SelectHints, Series, SeriesBatches,
+};
 
 /// Series per tenant, kept in memory, sorted by labels.
 #[derive(Debug, Default)]
@@ -94,6 +96,30 @@ impl Select for MemStore {
         Box::pin(async move { out })
     }
 
+    /// Batches of [`BATCH_SERIES`] series, so the engine's streamed path
+    /// meets batch boundaries in every test.
+    fn select_batches<'a>(
+        &'a self,
+        tenant: &'a str,
+        matchers: &'a [Matcher],
+        mint: i64,
+        maxt: i64,
+        hints: SelectHints,
+    ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        let out = self.select_sync(tenant, matchers, mint, maxt, hints).map(|all| {
+            let mut batches: Vec<Vec<Series>> = Vec::new();
+            for s in all {
+                match batches.last_mut() {
+                    Some(b) if b.len() < BATCH_SERIES => b.push(s),
+                    _ => batches.push(vec![s]),
+                }
+            }
+            batches.reverse();
+            Box::new(Batches(batches)) as Box<dyn SeriesBatches + 'a>
+        });
+        Box::pin(async move { out })
+    }
+
     fn series<'a>(
         &'a self,
         tenant: &'a str,
@@ -103,6 +129,19 @@ impl Select for MemStore {
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
         let out = self.series_sync(tenant, matchers, mint, maxt);
         Box::pin(async move { Ok(out) })
+    }
+}
+
+/// Series per batch of [`MemStore`]'s [`Select::select_batches`].
+const BATCH_SERIES: usize = 2;
+
+/// Batches read at once, handed out last first.
+struct Batches(Vec<Vec<Series>>);
+
+impl SeriesBatches for Batches {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        let next = self.0.pop();
+        Box::pin(async move { Ok(next) })
     }
 }
 

@@ -1,11 +1,12 @@
 //! Before evaluation: find every selector of a query, work out the time
 //! range it needs (widened by lookback, ranges, offsets, subqueries and
-//! `@`), and fetch its series once.
+//! `@`), and fetch its series once (all but the selectors of streamed
+//! nodes, which `stream` reads batch by batch).
 
 use std::collections::HashMap;
 
 use promql_parser::label::{MatchOp as PMatchOp, Matcher as PMatcher};
-use promql_parser::parser::{Expr, VectorSelector};
+use promql_parser::parser::{Call, Expr, VectorSelector};
 use strata_model::{METRIC_NAME, MatchOp, Matcher, Select, SelectError, SelectHints, Series};
 
 use crate::eval::{SelectorData, dur_ms, offset_ms, selector_key, system_time_ms};
@@ -87,11 +88,132 @@ fn walk<'e>(e: &'e Expr, ctx: &PlanCtx, st: PathState, eval_range: i64, out: &mu
         Expr::VectorSelector(vs) => out.push(fetch_for(vs, ctx, st, eval_range)),
         Expr::MatrixSelector(ms) => out.push(fetch_for(&ms.vs, ctx, st, dur_ms(ms.range))),
         Expr::Call(c) => {
-            for a in &c.args.args {
+            // `info`'s second argument selects info series (see `collect_info`).
+            let n = if c.func.name == "info" { 1 } else { c.args.args.len() };
+            for a in c.args.args.iter().take(n) {
                 walk(a, ctx, st, 0, out);
             }
         }
     }
+}
+
+/// The info series an `info()` call needs and their time range.
+pub(crate) struct InfoFetch<'e> {
+    /// The call.
+    pub call: &'e Call,
+    /// Earliest sample time needed, ms.
+    pub mint: i64,
+    /// Latest sample time needed, ms.
+    pub maxt: i64,
+}
+
+/// The key of an `info()` call's info series in the fetched data.
+pub(crate) fn info_key(call: &Call) -> usize {
+    std::ptr::from_ref(call) as usize
+}
+
+/// Lists the `info()` calls of `e`. Like Prometheus, their info series are
+/// read over the query's range (or the `@` time of the first selector of the
+/// first argument), widened by the lookback delta and shifted by that
+/// selector's offset.
+pub(crate) fn collect_info<'e>(e: &'e Expr, ctx: &PlanCtx, out: &mut Vec<InfoFetch<'e>>) {
+    match e {
+        Expr::Call(c) => {
+            if c.func.name == "info" {
+                let first = c.args.args.first().and_then(|a| first_selector(a));
+                let (mut start, mut end) = (ctx.start, ctx.end);
+                if let Some(at) = first.and_then(|vs| at_of(vs.at.as_ref(), ctx)) {
+                    (start, end) = (at, at);
+                }
+                let off = first.map_or(0, |vs| offset_ms(vs.offset.as_ref()));
+                out.push(InfoFetch { call: c, mint: start - (ctx.lookback - 1) - off, maxt: end - off });
+            }
+            for a in &c.args.args {
+                collect_info(a, ctx, out);
+            }
+        }
+        Expr::Aggregate(a) => {
+            if let Some(p) = &a.param {
+                collect_info(p, ctx, out);
+            }
+            collect_info(&a.expr, ctx, out);
+        }
+        Expr::Unary(u) => collect_info(&u.expr, ctx, out),
+        Expr::Binary(b) => {
+            collect_info(&b.lhs, ctx, out);
+            collect_info(&b.rhs, ctx, out);
+        }
+        Expr::Paren(p) => collect_info(&p.expr, ctx, out),
+        Expr::Subquery(sq) => collect_info(&sq.expr, ctx, out),
+        _ => {}
+    }
+}
+
+/// The first selector of `e` in evaluation order.
+fn first_selector(e: &Expr) -> Option<&VectorSelector> {
+    match e {
+        Expr::VectorSelector(vs) => Some(vs),
+        Expr::MatrixSelector(ms) => Some(&ms.vs),
+        Expr::Call(c) => c.args.args.iter().find_map(|a| first_selector(a)),
+        Expr::Aggregate(a) => a.param.as_deref().and_then(first_selector).or_else(|| first_selector(&a.expr)),
+        Expr::Unary(u) => first_selector(&u.expr),
+        Expr::Binary(b) => first_selector(&b.lhs).or_else(|| first_selector(&b.rhs)),
+        Expr::Paren(p) => first_selector(&p.expr),
+        Expr::Subquery(sq) => first_selector(&sq.expr),
+        _ => None,
+    }
+}
+
+/// The data-label matchers of an `info()` call: its second argument's.
+pub(crate) fn info_data_matchers(call: &Call) -> Result<Vec<Matcher>, PromqlError> {
+    match call.args.args.get(1).map(|a| crate::eval::unwrap_parens(a)) {
+        Some(Expr::VectorSelector(vs)) => Ok(matcher_sets(vs)?.into_iter().next().unwrap_or_default()),
+        Some(_) => Err(PromqlError::Execution("info: expected a label selector".into())),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// The `__name__` matchers that pick an `info()` call's info metrics
+/// (Prometheus' `effectiveInfoNameMatchers`): the call's own when one of
+/// them is positive; with negated ones only, those and `__name__=~".+_info"`;
+/// with none, `__name__="target_info"`.
+pub(crate) fn info_name_matchers(data_matchers: &[Matcher]) -> Vec<Matcher> {
+    let mut ms: Vec<Matcher> = data_matchers.iter().filter(|m| m.name == METRIC_NAME).cloned().collect();
+    if ms.is_empty() {
+        return vec![Matcher::equal(METRIC_NAME, "target_info")];
+    }
+    if !ms.iter().any(|m| matches!(m.op, MatchOp::Equal | MatchOp::Regex))
+        && let Ok(info) = Matcher::new(MatchOp::Regex, METRIC_NAME, ".+_info")
+    {
+        ms.insert(0, info);
+    }
+    ms
+}
+
+/// Reads the info series of `info()` calls (the [`info_name_matchers`] and
+/// the other data-label matchers) into `data`, taking their samples from
+/// `left`.
+pub(crate) async fn fetch_info(
+    store: &dyn Select,
+    tenant: &str,
+    fetches: &[InfoFetch<'_>],
+    data: &mut HashMap<usize, SelectorData>,
+    left: &mut usize,
+) -> Result<(), PromqlError> {
+    for f in fetches {
+        let data_ms = info_data_matchers(f.call)?;
+        let mut ms = info_name_matchers(&data_ms);
+        ms.extend(data_ms.into_iter().filter(|m| m.name != METRIC_NAME));
+        let hints = SelectHints { max_samples: *left };
+        let got = store.select_with(tenant, &ms, f.mint, f.maxt, hints).await.map_err(|e| match e {
+            SelectError::Limit(_) => PromqlError::TooManySamples,
+            SelectError::Storage(_) => PromqlError::Storage(e.to_string()),
+        })?;
+        let loaded: usize = got.iter().map(|s| s.samples.len()).sum();
+        *left = left.checked_sub(loaded).ok_or(PromqlError::TooManySamples)?;
+        data.insert(info_key(f.call), SelectorData::new(got, false));
+    }
+    Ok(())
 }
 
 fn fetch_for<'e>(vs: &'e VectorSelector, ctx: &PlanCtx, st: PathState, eval_range: i64) -> Fetch<'e> {
@@ -149,18 +271,21 @@ pub(crate) fn matcher_sets(vs: &VectorSelector) -> Result<Vec<Vec<Matcher>>, Pro
         .collect()
 }
 
-/// Fetches every selector's series, loading at most `max_samples` samples
-/// in all: storage stops reading once over, and the query fails with
-/// [`PromqlError::TooManySamples`] before memory runs out.
-pub(crate) async fn fetch_all(
+/// Fetches every selector's series but those in `skip` (by
+/// [`selector_key`]), loading at most `max_samples` samples in all: storage
+/// stops reading once over, and the query fails with
+/// [`PromqlError::TooManySamples`] before memory runs out. Returns the data
+/// and how many samples are left.
+pub(crate) async fn fetch_all<V>(
     store: &dyn Select,
     tenant: &str,
     fetches: &[Fetch<'_>],
+    skip: &HashMap<usize, V>,
     max_samples: usize,
-) -> Result<HashMap<usize, SelectorData>, PromqlError> {
+) -> Result<(HashMap<usize, SelectorData>, usize), PromqlError> {
     let mut data = HashMap::with_capacity(fetches.len());
     let mut left = max_samples;
-    for f in fetches {
+    for f in fetches.iter().filter(|f| !skip.contains_key(&selector_key(f.vs))) {
         let sets = matcher_sets(f.vs)?;
         let mut series: Vec<Series> = Vec::new();
         for set in &sets {
@@ -179,7 +304,7 @@ pub(crate) async fn fetch_all(
         }
         data.insert(selector_key(f.vs), SelectorData::new(series, f.range));
     }
-    Ok(data)
+    Ok((data, left))
 }
 
 #[cfg(test)]
@@ -207,8 +332,9 @@ mod tests {
         let ctx = PlanCtx { start: 9, end: 9, lookback: 300_000 };
         let f = collect(&e, &ctx);
         let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
-        assert!(rt.block_on(fetch_all(&st, "t", &f, 20)).is_ok());
-        let err = rt.block_on(fetch_all(&st, "t", &f, 19)).expect_err("a and b hold 20 samples");
+        let none = HashMap::<usize, ()>::new();
+        assert!(rt.block_on(fetch_all(&st, "t", &f, &none, 20)).is_ok());
+        let err = rt.block_on(fetch_all(&st, "t", &f, &none, 19)).expect_err("a and b hold 20 samples");
         assert_eq!(err, PromqlError::TooManySamples);
     }
 

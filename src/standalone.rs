@@ -70,6 +70,7 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("storage.path", args.storage.path.display().to_string()),
         ("storage.tsdb.min-block-duration", args.storage.block_duration.to_string()),
         ("storage.flush-interval", args.storage.flush_interval.to_string()),
+        ("storage.object-store.url", args.storage.object_store_url.clone()),
         ("query.lookback-delta", args.lookback_delta.to_string()),
         ("query.timeout", args.query_timeout.to_string()),
         ("query.max-samples", args.max_samples.to_string()),
@@ -92,6 +93,7 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         .with_context(|| format!("listening on {}", args.serve.listen))?;
     let deps = strata_aggregator::Deps { telemetry: telemetry.clone(), clock: Arc::clone(&clock) };
     let storage = LocalStorage::open(settings, deps).await.context("opening storage")?;
+    storage.report_to(readiness.clone());
 
     let querier = QuerierDeps {
         storage: Arc::new(storage.clone()) as Arc<dyn Select>,

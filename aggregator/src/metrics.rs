@@ -20,6 +20,8 @@ pub(crate) struct StorageMetrics {
     pub blocks_written: Counter,
     pub blocks_compacted: Counter,
     pub flush_failures: Counter,
+    pub upload_failures: Counter,
+    pub upload_degraded: Gauge,
 }
 
 impl StorageMetrics {
@@ -38,6 +40,8 @@ impl StorageMetrics {
             blocks_written: Counter::default(),
             blocks_compacted: Counter::default(),
             flush_failures: Counter::default(),
+            upload_failures: Counter::default(),
+            upload_degraded: Gauge::default(),
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
         t.register("strata_head_out_of_order_samples", "Samples refused as out of order", m.out_of_order.clone());
@@ -79,6 +83,16 @@ impl StorageMetrics {
             "strata_block_flush_failures",
             "Failed attempts to flush the head into a block",
             m.flush_failures.clone(),
+        );
+        t.register(
+            "strata_block_upload_failures",
+            "Flushes or compactions that could not store their block in the object store (retried with backoff)",
+            m.upload_failures.clone(),
+        );
+        t.register(
+            "strata_block_upload_degraded",
+            "1 while the last flush failed to store its block (the head and ingest log keep the data)",
+            m.upload_degraded.clone(),
         );
         m
     }

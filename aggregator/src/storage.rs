@@ -27,6 +27,8 @@ use strata_model::{
     WriteBatch, merge_label_sets, merge_series_sets,
 };
 
+use strata_common::Readiness;
+
 use crate::head::Head;
 use crate::metrics::StorageMetrics;
 use crate::wal::IngestLog;
@@ -39,6 +41,29 @@ struct Inner {
     blocks: Arc<BlockStore>,
     metrics: StorageMetrics,
     clock: Arc<dyn strata_common::Clock>,
+    /// Where a failing object store is reported (see [`LocalStorage::report_to`]).
+    readiness: std::sync::OnceLock<Readiness>,
+}
+
+/// The condition name under which failing block uploads mark the process
+/// not ready.
+pub const UPLOAD_CONDITION: &str = "block uploads";
+
+/// Opens the block store the settings name: the local directory
+/// `blocks_dir`, or the remote (S3) store.
+pub async fn open_block_store(settings: &StorageSettings) -> Result<BlockStore, AggregatorError> {
+    let store: Arc<dyn ObjectStore> = match settings.object_store.build_remote()? {
+        Some(remote) => remote,
+        None => {
+            std::fs::create_dir_all(&settings.blocks_dir).map_err(|source| AggregatorError::IngestLog {
+                path: settings.blocks_dir.display().to_string(),
+                source,
+            })?;
+            Arc::new(LocalFileSystem::new_with_prefix(&settings.blocks_dir)?)
+        }
+    };
+    tracing::info!(object_store = %settings.object_store.describe(), "opening blocks");
+    Ok(BlockStore::open(store).await?)
 }
 
 /// The local storage engine; cheap to clone.
@@ -57,10 +82,7 @@ impl LocalStorage {
     /// Opens the blocks, replays the ingest log into the head, and is ready
     /// for writes.
     pub async fn open(settings: StorageSettings, deps: Deps) -> Result<Self, AggregatorError> {
-        std::fs::create_dir_all(&settings.blocks_dir)
-            .map_err(|source| AggregatorError::IngestLog { path: settings.blocks_dir.display().to_string(), source })?;
-        let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&settings.blocks_dir)?);
-        let blocks = Arc::new(BlockStore::open(fs).await?);
+        let blocks = Arc::new(open_block_store(&settings).await?);
         let metrics = StorageMetrics::new(&deps.telemetry);
 
         let started = Instant::now();
@@ -105,10 +127,27 @@ impl LocalStorage {
                 blocks,
                 metrics,
                 clock: Arc::clone(&deps.clock),
+                readiness: std::sync::OnceLock::new(),
             }),
         };
         this.update_head_gauges();
         Ok(this)
+    }
+
+    /// Reports failing block uploads to `readiness` (`/-/ready` answers 503
+    /// while a flush cannot reach the object store). Only the first call counts.
+    pub fn report_to(&self, readiness: Readiness) {
+        let _ = self.inner.readiness.set(readiness);
+    }
+
+    fn set_upload_degraded(&self, reason: Option<String>) {
+        self.inner.metrics.upload_degraded.set(i64::from(reason.is_some()));
+        if let Some(r) = self.inner.readiness.get() {
+            match reason {
+                Some(reason) => r.set_degraded(UPLOAD_CONDITION, reason),
+                None => r.clear_degraded(UPLOAD_CONDITION),
+            }
+        }
     }
 
     /// The settings this storage was opened with.
@@ -254,27 +293,63 @@ impl LocalStorage {
         AggregatorError::IngestLog { path: self.inner.settings.wal_dir.display().to_string(), source }
     }
 
-    /// Flushes every `flush_interval` until `stop` turns true.
+    /// Flushes every `flush_interval` until `stop` turns true. A flush that
+    /// fails (the object store is unreachable) is retried with exponential
+    /// backoff from [`RETRY_MIN`] up to [`RETRY_MAX`], for as long as it
+    /// takes: the head and the ingest log keep the range until a block
+    /// holding it is stored. Meanwhile `/-/ready` reports the failure (see
+    /// [`LocalStorage::report_to`]); it is ready again after a flush succeeds.
     pub async fn run_flusher(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.inner.settings.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.inner.settings.flush_interval;
+        let mut wait = interval;
+        let mut backoff = RETRY_MIN;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.flush().await {
-                self.inner.metrics.flush_failures.inc();
-                tracing::error!(error = %e, "flushing the head failed; will retry");
-            } else if let Err(e) = self.compact().await {
-                tracing::error!(error = %e, "compacting blocks failed; will retry");
-            }
-            if let Err(e) = self.apply_retention().await {
-                tracing::error!(error = %e, "deleting blocks past retention failed; will retry");
+            match self.maintain().await {
+                Ok(()) => {
+                    wait = interval;
+                    backoff = RETRY_MIN;
+                }
+                Err(e) => {
+                    wait = backoff.min(interval.max(RETRY_MIN));
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tracing::warn!(error = %e, retry_in = ?wait, "block maintenance failed; will retry");
+                }
             }
         }
     }
+
+    /// One round of the flusher: flush, then compact, then retention. An
+    /// error stops the round (the next one retries).
+    async fn maintain(&self) -> Result<(), AggregatorError> {
+        if let Err(e) = self.flush().await {
+            self.inner.metrics.flush_failures.inc();
+            self.inner.metrics.upload_failures.inc();
+            tracing::error!(error = %e, "flushing the head failed; the head and ingest log keep the range");
+            self.set_upload_degraded(Some(format!("flushing the head into a block failed: {e}")));
+            return Err(e);
+        }
+        self.set_upload_degraded(None);
+        if let Err(e) = self.compact().await {
+            self.inner.metrics.upload_failures.inc();
+            tracing::error!(error = %e, "compacting blocks failed; will retry");
+            return Err(e);
+        }
+        if let Err(e) = self.apply_retention().await {
+            tracing::error!(error = %e, "deleting blocks past retention failed; will retry");
+            return Err(e);
+        }
+        Ok(())
+    }
 }
+
+/// First retry delay after a failed flush.
+pub const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest delay between retries of a failed flush (when shorter than the flush interval).
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Append for LocalStorage {
     fn append(&self, batch: WriteBatch) -> BoxFuture<'_, Result<AppendSummary, AppendError>> {

@@ -28,6 +28,9 @@ pub enum BlockError {
         /// What is wrong.
         reason: String,
     },
+    /// The object store settings cannot be used.
+    #[error("object store config: {0}")]
+    Config(String),
     /// A read would return more samples than its budget allows.
     #[error("{}", strata_model::TOO_MANY_SAMPLES)]
     TooManySamples,

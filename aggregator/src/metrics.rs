@@ -22,6 +22,7 @@ pub(crate) struct StorageMetrics {
     pub flush_failures: Counter,
     pub upload_failures: Counter,
     pub upload_degraded: Gauge,
+    pub block_read_failures: Counter,
 }
 
 impl StorageMetrics {
@@ -42,6 +43,7 @@ impl StorageMetrics {
             flush_failures: Counter::default(),
             upload_failures: Counter::default(),
             upload_degraded: Gauge::default(),
+            block_read_failures: Counter::default(),
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
         t.register("strata_head_out_of_order_samples", "Samples refused as out of order", m.out_of_order.clone());
@@ -93,6 +95,11 @@ impl StorageMetrics {
             "strata_block_upload_degraded",
             "1 while the last flush failed to store its block (the head and ingest log keep the data)",
             m.upload_degraded.clone(),
+        );
+        t.register(
+            "strata_block_read_failures",
+            "Reads that failed on an unreadable (corrupt, truncated or missing) block",
+            m.block_read_failures.clone(),
         );
         m
     }

@@ -378,7 +378,12 @@ impl Select for LocalStorage {
             let head = self.head_read().select_with(tenant, matchers, mint, maxt, hints)?;
             let loaded: usize = head.iter().map(|s| s.samples.len()).sum();
             let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
-            let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await?;
+            let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await.inspect_err(|e| {
+                if matches!(e, SelectError::Storage(_)) {
+                    self.inner.metrics.block_read_failures.inc();
+                    tracing::warn!(error = %e, "block read failed");
+                }
+            })?;
             Ok(merge_series_sets(vec![head, blocks]))
         })
     }
@@ -392,7 +397,11 @@ impl Select for LocalStorage {
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
         Box::pin(async move {
             let head = self.head_read().series_labels(tenant, matchers, mint, maxt);
-            let blocks = self.inner.blocks.series(tenant, matchers, mint, maxt).await?;
+            let blocks = self.inner.blocks.series(tenant, matchers, mint, maxt).await.inspect_err(|e| {
+                if matches!(e, SelectError::Storage(_)) {
+                    self.inner.metrics.block_read_failures.inc();
+                }
+            })?;
             Ok(merge_label_sets(vec![head, blocks]))
         })
     }

@@ -26,6 +26,10 @@ pub struct BlockStore {
     retired: std::sync::Mutex<Vec<Arc<BlockReader>>>,
     /// Blocks found but not readable, with the reason.
     unreadable: std::sync::Mutex<Vec<String>>,
+    /// Blocks whose `meta.json` is readable but whose files are not: a read
+    /// overlapping one (same tenant, overlapping time) fails naming it,
+    /// rather than silently missing its samples.
+    broken: std::sync::Mutex<Vec<(BlockMeta, String)>>,
 }
 
 impl BlockStore {
@@ -36,6 +40,7 @@ impl BlockStore {
             blocks: RwLock::new(BTreeMap::new()),
             retired: Default::default(),
             unreadable: Default::default(),
+            broken: Default::default(),
         };
         this.sync().await?;
         Ok(this)
@@ -58,11 +63,14 @@ impl BlockStore {
             let known = {
                 let blocks = self.blocks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 blocks
                     .values()
                     .flatten()
                     .chain(retired.iter())
-                    .any(|b| format!("{}/{META_FILE}", b.meta().dir()) == obj.location.as_ref())
+                    .map(|b| b.meta())
+                    .chain(broken.iter().map(|(m, _)| m))
+                    .any(|m| format!("{}/{META_FILE}", m.dir()) == obj.location.as_ref())
             };
             if known {
                 continue;
@@ -70,7 +78,18 @@ impl BlockStore {
             // One unreadable block (truncated, corrupt) is reported and left
             // out; it does not keep the others, or the process, from starting.
             match self.open_block(&obj.location).await {
-                Ok(reader) => self.add(Arc::new(reader)),
+                Ok(Ok(reader)) => self.add(Arc::new(reader)),
+                Ok(Err((meta, e))) => {
+                    tracing::error!(
+                        block = %obj.location, min_time = meta.min_time, max_time = meta.max_time, error = %e,
+                        "unreadable block: queries over its time range fail until it is repaired or removed"
+                    );
+                    self.unreadable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(format!("{}: {e}", obj.location));
+                    self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((meta, e.to_string()));
+                }
                 Err(e) => {
                     tracing::error!(block = %obj.location, error = %e, "unreadable block left out");
                     self.unreadable
@@ -83,11 +102,30 @@ impl BlockStore {
         Ok(())
     }
 
-    async fn open_block(&self, meta_path: &object_store::path::Path) -> Result<BlockReader, BlockError> {
+    /// Opens one block: the outer error when even `meta.json` is unreadable,
+    /// the inner one (with the meta) when the block's files are.
+    #[allow(clippy::type_complexity)]
+    async fn open_block(
+        &self,
+        meta_path: &object_store::path::Path,
+    ) -> Result<Result<BlockReader, (BlockMeta, BlockError)>, BlockError> {
         let bytes = self.store.get(meta_path).await?.bytes().await?;
         let meta: BlockMeta = serde_json::from_slice(&bytes)
             .map_err(|e| BlockError::Meta { path: meta_path.to_string(), reason: e.to_string() })?;
-        BlockReader::open(Arc::clone(&self.store), meta).await
+        Ok(BlockReader::open(Arc::clone(&self.store), meta.clone()).await.map_err(|e| (meta, e)))
+    }
+
+    /// The error for a read of `tenant` over `[mint, maxt]` that overlaps a
+    /// block found unreadable at open, if any.
+    fn broken_overlap(&self, tenant: &str, mint: i64, maxt: i64) -> Option<SelectError> {
+        let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (m, reason) = broken.iter().find(|(m, _)| m.tenant == tenant && m.overlaps(mint, maxt))?;
+        Some(SelectError::Storage(format!(
+            "block {} (samples {} to {}) is unreadable: {reason}",
+            m.dir(),
+            m.min_time,
+            m.max_time
+        )))
     }
 
     /// Blocks [`BlockStore::sync`] could not open, with the reason.
@@ -244,7 +282,9 @@ impl BlockStore {
 
     /// The highest `flushed_until` of `tenant`'s blocks: everything older is in blocks.
     pub fn flushed_until(&self, tenant: &str) -> Option<i64> {
-        self.readers(tenant).iter().map(|b| b.meta().flushed_until).max()
+        let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let broken = broken.iter().filter(|(m, _)| m.tenant == tenant).map(|(m, _)| m.flushed_until);
+        self.readers(tenant).iter().map(|b| b.meta().flushed_until).chain(broken).max()
     }
 
     fn readers(&self, tenant: &str) -> Vec<Arc<BlockReader>> {
@@ -262,10 +302,16 @@ impl Select for BlockStore {
         hints: SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         Box::pin(async move {
+            if let Some(e) = self.broken_overlap(tenant, mint, maxt) {
+                return Err(e);
+            }
             let readers: Vec<_> = self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
             let budget = AtomicUsize::new(hints.max_samples);
             let sets =
-                futures::future::try_join_all(readers.iter().map(|b| b.select(matchers, mint, maxt, &budget))).await?;
+                futures::future::try_join_all(readers.iter().map(|b| async {
+                    b.select(matchers, mint, maxt, &budget).await.map_err(|e| e.in_block(b.meta()))
+                }))
+                .await?;
             Ok(merge_series_sets(sets))
         })
     }
@@ -277,6 +323,9 @@ impl Select for BlockStore {
         mint: i64,
         maxt: i64,
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        if let Some(e) = self.broken_overlap(tenant, mint, maxt) {
+            return Box::pin(async move { Err(e) });
+        }
         let sets = self.readers(tenant).iter().map(|b| b.series_labels(matchers, mint, maxt)).collect();
         Box::pin(async move { Ok(merge_label_sets(sets)) })
     }
@@ -383,10 +432,37 @@ mod tests {
         store.write("t", vec![(l, vec![Sample::new(5_000, 2.0)])], 0).await.expect("w");
         let path = object_store::path::Path::from(format!("{}/{}", bad.dir(), crate::meta::SERIES_FILE));
         fs.put(&path, bytes::Bytes::from_static(b"PAR1 truncated").into()).await.expect("put");
-        let reopened = BlockStore::open(fs).await.expect("a bad block does not stop the store");
+        let reopened = BlockStore::open(Arc::clone(&fs)).await.expect("a bad block does not stop the store");
         assert_eq!(reopened.metas("t").len(), 1);
         assert_eq!(reopened.unreadable_blocks().len(), 1, "{:?}", reopened.unreadable_blocks());
-        let got = reopened.select("t", &[], i64::MIN, i64::MAX).await.expect("select");
+        // Other ranges keep working.
+        let got = reopened.select("t", &[], 1_000, i64::MAX).await.expect("select");
+        assert_eq!(got[0].samples, vec![Sample::new(5_000, 2.0)]);
+        // A read over the broken block's range fails naming it, instead of missing its samples.
+        let err = reopened.select("t", &[], i64::MIN, i64::MAX).await.expect_err("overlaps the broken block");
+        assert!(err.to_string().contains(&bad.dir()), "{err}");
+        assert!(reopened.series("t", &[], 0, 0).await.is_err());
+        assert!(reopened.select("other", &[], i64::MIN, i64::MAX).await.expect("other tenant").is_empty());
+        assert_eq!(reopened.flushed_until("t"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn samples_file_corrupted_after_open_fails_the_read_naming_the_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
+        let l = labels(&[("__name__", "m")]);
+        let bad = store.write("t", vec![(l.clone(), (0..100).map(|t| Sample::new(t, 1.0)).collect())], 0).await;
+        let bad = bad.expect("w");
+        store.write("t", vec![(l, vec![Sample::new(5_000, 2.0)])], 0).await.expect("w");
+        let path = object_store::path::Path::from(format!("{}/{}", bad.dir(), crate::meta::SAMPLES_FILE));
+        let whole = fs.get(&path).await.expect("get").bytes().await.expect("bytes");
+        fs.put(&path, whole.slice(..whole.len() / 2).into()).await.expect("truncate");
+        let err = store.select("t", &[], 0, 99).await.expect_err("truncated samples file");
+        let msg = err.to_string();
+        assert!(msg.contains(&bad.dir()) && msg.contains("samples 0 to 99"), "{msg}");
+        let got = store.select("t", &[], 1_000, i64::MAX).await.expect("other range");
         assert_eq!(got[0].samples, vec![Sample::new(5_000, 2.0)]);
     }
 

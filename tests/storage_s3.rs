@@ -70,6 +70,14 @@ async fn blocks_go_to_s3_and_read_back_after_restart() -> Result<()> {
     ensure!(counts.len() == 20, "series after restart: {counts:?}");
     // Blocks are cut at 2 s boundaries and the head keeps 1.5 ranges: at least 14 s of 20 are in S3.
     ensure!(counts.values().all(|&c| (140.0..=200.0).contains(&c)), "samples per series from S3: {counts:?}");
+    // The query's GETs and bytes are counted.
+    let gets = metric_value(&api, "strata_query_object_store_get_requests_total").await.unwrap_or(0.0);
+    let bytes = metric_value(&api, "strata_query_object_store_get_bytes_total").await.unwrap_or(0.0);
+    ensure!(gets >= 1.0 && bytes > 0.0, "per-query object store reads counted: {gets} GETs, {bytes} bytes");
+    let before = gets;
+    storage_common::per_series(&api, "count_over_time(s3_test[1s])", (w.last_ts() + 1000) as f64 / 1e3).await?;
+    let after = metric_value(&api, "strata_query_object_store_get_requests_total").await.unwrap_or(0.0);
+    ensure!(after == before, "a query over the head only makes no GET: {before} -> {after}");
     Ok(())
 }
 

@@ -23,6 +23,7 @@ pub(crate) struct StorageMetrics {
     pub upload_failures: Counter,
     pub upload_degraded: Gauge,
     pub block_read_failures: Counter,
+    pub object_store: strata_block::counting::StoreCounters,
 }
 
 impl StorageMetrics {
@@ -44,6 +45,7 @@ impl StorageMetrics {
             upload_failures: Counter::default(),
             upload_degraded: Gauge::default(),
             block_read_failures: Counter::default(),
+            object_store: Default::default(),
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
         t.register("strata_head_out_of_order_samples", "Samples refused as out of order", m.out_of_order.clone());
@@ -100,6 +102,18 @@ impl StorageMetrics {
             "strata_block_read_failures",
             "Reads that failed on an unreadable (corrupt, truncated or missing) block",
             m.block_read_failures.clone(),
+        );
+        let os = &m.object_store;
+        t.register("strata_object_store_get_requests", "GET requests to the block object store", os.gets.clone());
+        t.register("strata_object_store_get_bytes", "Bytes fetched from the block object store", os.get_bytes.clone());
+        t.register("strata_object_store_put_requests", "PUT requests to the block object store", os.puts.clone());
+        t.register("strata_object_store_put_bytes", "Bytes stored in the block object store", os.put_bytes.clone());
+        t.register("strata_object_store_list_requests", "LIST requests to the block object store", os.lists.clone());
+        t.register("strata_object_store_deletes", "Objects deleted from the block object store", os.deletes.clone());
+        t.register(
+            "strata_object_store_request_failures",
+            "Block object store requests that failed",
+            os.failures.clone(),
         );
         m
     }

@@ -21,6 +21,7 @@ use std::time::Instant;
 
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use strata_block::counting::{CountingStore, StoreCounters};
 use strata_block::{BlockMeta, BlockStore};
 use strata_model::{
     Append, AppendError, AppendSummary, BoxFuture, Labels, Matcher, Select, SelectError, SelectHints, Series,
@@ -52,6 +53,14 @@ pub const UPLOAD_CONDITION: &str = "block uploads";
 /// Opens the block store the settings name: the local directory
 /// `blocks_dir`, or the remote (S3) store.
 pub async fn open_block_store(settings: &StorageSettings) -> Result<BlockStore, AggregatorError> {
+    open_block_store_counted(settings, StoreCounters::default()).await
+}
+
+/// [`open_block_store`], counting requests and bytes into `counters`.
+pub async fn open_block_store_counted(
+    settings: &StorageSettings,
+    counters: StoreCounters,
+) -> Result<BlockStore, AggregatorError> {
     let store: Arc<dyn ObjectStore> = match settings.object_store.build_remote()? {
         Some(remote) => remote,
         None => {
@@ -63,7 +72,7 @@ pub async fn open_block_store(settings: &StorageSettings) -> Result<BlockStore, 
         }
     };
     tracing::info!(object_store = %settings.object_store.describe(), "opening blocks");
-    Ok(BlockStore::open(store).await?)
+    Ok(BlockStore::open(Arc::new(CountingStore::new(store, counters))).await?)
 }
 
 /// The local storage engine; cheap to clone.
@@ -82,8 +91,8 @@ impl LocalStorage {
     /// Opens the blocks, replays the ingest log into the head, and is ready
     /// for writes.
     pub async fn open(settings: StorageSettings, deps: Deps) -> Result<Self, AggregatorError> {
-        let blocks = Arc::new(open_block_store(&settings).await?);
         let metrics = StorageMetrics::new(&deps.telemetry);
+        let blocks = Arc::new(open_block_store_counted(&settings, metrics.object_store.clone()).await?);
 
         let started = Instant::now();
         let wal_dir = settings.wal_dir.clone();

@@ -8,6 +8,7 @@
 //! <tenant>/<ulid>/meta.json         written last: a block without it does not exist
 //! ```
 //!
+//! - [`counting`]: object store requests and bytes, in total and per query.
 //! - [`meta`]: `meta.json`, the block's description and commit marker.
 //! - [`decimal`]: values as integer mantissas with a per-series exponent.
 //! - [`writer`]: turns sorted series into the two Parquet files.
@@ -17,6 +18,7 @@
 //!
 //! `docs/storage.md` documents the schema for users reading files with other tools.
 
+pub mod counting;
 pub mod decimal;
 pub mod error;
 pub mod io;

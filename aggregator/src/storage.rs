@@ -93,7 +93,28 @@ impl LocalStorage {
     pub async fn open(settings: StorageSettings, deps: Deps) -> Result<Self, AggregatorError> {
         let metrics = StorageMetrics::new(&deps.telemetry);
         let blocks = Arc::new(open_block_store_counted(&settings, metrics.object_store.clone()).await?);
+        Self::open_with(settings, deps, blocks, metrics).await
+    }
 
+    /// [`LocalStorage::open`] with blocks in `store` instead of the one the
+    /// settings name (tests inject faults this way).
+    pub async fn open_with_store(
+        settings: StorageSettings,
+        deps: Deps,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, AggregatorError> {
+        let metrics = StorageMetrics::new(&deps.telemetry);
+        let counted = Arc::new(CountingStore::new(store, metrics.object_store.clone()));
+        let blocks = Arc::new(BlockStore::open(counted).await?);
+        Self::open_with(settings, deps, blocks, metrics).await
+    }
+
+    async fn open_with(
+        settings: StorageSettings,
+        deps: Deps,
+        blocks: Arc<BlockStore>,
+        metrics: StorageMetrics,
+    ) -> Result<Self, AggregatorError> {
         let started = Instant::now();
         let wal_dir = settings.wal_dir.clone();
         let segment_max_bytes = settings.segment_max_bytes;
@@ -312,10 +333,18 @@ impl LocalStorage {
         let interval = self.inner.settings.flush_interval;
         let mut wait = interval;
         let mut backoff = RETRY_MIN;
+        let mut last_cleanup: Option<Instant> = None;
         loop {
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
+            }
+            if last_cleanup.is_none_or(|t| t.elapsed() >= UNFINISHED_CLEANUP_EVERY) {
+                last_cleanup = Some(Instant::now());
+                let before = self.inner.clock.now_ms().saturating_sub(UNFINISHED_MIN_AGE_MS);
+                if let Err(e) = self.inner.blocks.remove_unfinished(before).await {
+                    tracing::warn!(error = %e, "removing unfinished blocks failed; will retry");
+                }
             }
             match self.maintain().await {
                 Ok(()) => {
@@ -354,6 +383,12 @@ impl LocalStorage {
         Ok(())
     }
 }
+
+/// How often the flusher removes unfinished blocks (files without `meta.json`).
+const UNFINISHED_CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How old (by ULID) an unfinished block must be before it is removed: no
+/// block write, an import's included, takes this long.
+const UNFINISHED_MIN_AGE_MS: i64 = 15 * 60 * 1000;
 
 /// First retry delay after a failed flush.
 pub const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
@@ -537,6 +572,115 @@ mod tests {
         assert_eq!(s.blocks().metas("keep").len(), 3);
         clock.advance(1_000_000);
         assert_eq!(s.apply_retention().await.expect("retention").len(), 1);
+    }
+
+    /// A local store whose writes fail while `fail` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: object_store::local::LocalFileSystem,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::Generic { store: "flaky", source: "unreachable".into() });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_uploads_are_retried_and_reported_until_they_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = StorageConfig::with_path(dir.path());
+        c.block_duration = strata_common::PromDuration(std::time::Duration::from_secs(10));
+        c.flush_interval = strata_common::PromDuration(std::time::Duration::from_millis(100));
+        let flaky = Arc::new(Flaky {
+            inner: LocalFileSystem::new_with_prefix(dir.path()).expect("fs"),
+            fail: std::sync::atomic::AtomicBool::new(true),
+        });
+        let store: Arc<dyn ObjectStore> = Arc::clone(&flaky) as Arc<dyn ObjectStore>;
+        let s = LocalStorage::open_with_store(c.validate().expect("valid"), deps(), store).await.expect("open");
+        let readiness = Readiness::new();
+        readiness.set_ready();
+        s.report_to(readiness.clone());
+        for t in 0..40 {
+            s.append(batch(3, t * 1000)).await.expect("append");
+        }
+        let before = all(&s).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(s.clone().run_flusher(stop_rx));
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while readiness.is_ready() {
+            assert!(Instant::now() < deadline, "never reported degraded");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(readiness.degraded()[0].starts_with(UPLOAD_CONDITION), "{:?}", readiness.degraded());
+        // Nothing lost meanwhile: the head keeps the range.
+        assert_eq!(all(&s).await, before);
+        assert!(s.blocks().metas("anonymous").is_empty());
+        flaky.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        while !readiness.is_ready() {
+            assert!(Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.blocks().metas("anonymous").len(), 3);
+        assert_eq!(all(&s).await, before);
+        let _ = stop_tx.send(true);
+        flusher.await.expect("flusher");
     }
 
     #[tokio::test]

@@ -270,6 +270,39 @@ impl BlockStore {
         Ok(written)
     }
 
+    /// Deletes the files of blocks that were never finished (no `meta.json`:
+    /// a write interrupted by a crash or an object store failure) and were
+    /// started before `before_ms` (their ULID's time), so a write still in
+    /// progress is never touched. Returns how many such blocks went.
+    pub async fn remove_unfinished(&self, before_ms: i64) -> Result<usize, BlockError> {
+        let objects: Vec<_> = self.store.list(None).try_collect().await?;
+        let mut dirs: BTreeMap<String, (bool, Vec<object_store::path::Path>)> = BTreeMap::new();
+        for o in objects {
+            let loc = o.location.as_ref().to_owned();
+            let Some((dir, file)) = loc.rsplit_once('/') else { continue };
+            let entry = dirs.entry(dir.to_owned()).or_default();
+            entry.0 |= file == META_FILE;
+            entry.1.push(o.location);
+        }
+        let mut removed = 0;
+        for (dir, (committed, files)) in dirs {
+            let Some(id) = dir.rsplit('/').next().and_then(|u| ulid::Ulid::from_string(u).ok()) else { continue };
+            let started = i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
+            if committed || started >= before_ms {
+                continue;
+            }
+            for f in &files {
+                match self.store.delete(f).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::info!(block = %dir, files = files.len(), "unfinished block removed");
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// The metas of `tenant`'s blocks, ordered by min time.
     pub fn metas(&self, tenant: &str) -> Vec<BlockMeta> {
         self.readers(tenant).iter().map(|b| b.meta().clone()).collect()
@@ -477,7 +510,21 @@ mod tests {
         )
         .await
         .expect("put");
-        let store = BlockStore::open(fs).await.expect("open");
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
         assert!(store.metas("t1").is_empty());
+        // Not a ULID: left alone. An old unfinished block goes; a recent one stays.
+        let old = ulid::Ulid::from_parts(1_000, 1).to_string();
+        let recent = ulid::Ulid::from_parts(9_000, 1).to_string();
+        for u in [&old, &recent] {
+            let p = object_store::path::Path::from(format!("t1/{u}/samples.parquet"));
+            fs.put(&p, bytes::Bytes::from_static(b"partial").into()).await.expect("put");
+        }
+        let done = store.write("t1", vec![(labels(&[("__name__", "m")]), vec![Sample::new(0, 1.0)])], 0).await;
+        done.expect("write");
+        assert_eq!(store.remove_unfinished(5_000).await.expect("remove"), 1);
+        let left: Vec<_> = fs.list(None).try_collect::<Vec<_>>().await.expect("list");
+        assert_eq!(left.len(), 5, "01ABC, the recent one and the finished block's 3 files: {left:?}");
+        assert!(left.iter().all(|o| !o.location.as_ref().contains(&old)));
+        assert_eq!(store.metas("t1").len(), 1);
     }
 }

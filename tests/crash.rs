@@ -46,9 +46,30 @@ fn unfinished_blocks(data: &Path) -> usize {
     dirs.iter().filter(|d| !d.join("meta.json").exists()).count()
 }
 
+/// Waits (at most `max`) until a block is being written (its directory has
+/// files but no `meta.json` yet); true if one was seen.
+async fn wait_for_block_write(data: &Path, max: Duration) -> bool {
+    let deadline = std::time::Instant::now() + max;
+    while std::time::Instant::now() < deadline {
+        if unfinished_blocks(data) > 0 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    false
+}
+
 /// Runs `cycles` rounds of: steady remote writes, SIGKILL after a varying
-/// time, restart, check every acknowledged sample. Returns the writer.
-async fn kill_cycles(flags: &[&str], series: usize, cycles: usize, min_run_ms: u64) -> Result<(Writer, usize)> {
+/// time (with `mid_write`, at a moment a block is being written, if one is
+/// seen in time), restart, check every acknowledged sample. Returns the
+/// writer and the number of blocks at the end.
+async fn kill_cycles(
+    flags: &[&str],
+    series: usize,
+    cycles: usize,
+    min_run_ms: u64,
+    mid_write: bool,
+) -> Result<(Writer, usize)> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let api = Api::new(port);
@@ -66,7 +87,11 @@ async fn kill_cycles(flags: &[&str], series: usize, cycles: usize, min_run_ms: u
             w
         });
         tokio::time::sleep(Duration::from_millis(min_run_ms) + jitter(min_run_ms)).await;
+        let caught = mid_write && wait_for_block_write(&dir.path().join("data"), Duration::from_secs(5)).await;
         strata.kill();
+        if caught {
+            eprintln!("cycle {cycle}: killed while a block was being written");
+        }
         let _ = stop_tx.send(true);
         w = writer.await?;
         interrupted += unfinished_blocks(&dir.path().join("data"));
@@ -89,7 +114,7 @@ async fn kill_cycles(flags: &[&str], series: usize, cycles: usize, min_run_ms: u
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_during_ingest_loses_no_acknowledged_sample() -> Result<()> {
     // Default 2 h blocks: everything stays in the head and the ingest log.
-    let (_, blocks) = kill_cycles(&["--storage.flush-interval=100ms"], 50, 4, 500).await?;
+    let (_, blocks) = kill_cycles(&["--storage.flush-interval=100ms"], 50, 4, 500, false).await?;
     ensure!(blocks == 0, "no block expected with 2 h blocks, found {blocks}");
     Ok(())
 }
@@ -102,7 +127,7 @@ async fn sigkill_during_flushes_loses_no_acknowledged_sample() -> Result<()> {
         "--storage.tsdb.max-block-duration=1s",
         "--storage.flush-interval=100ms",
     ];
-    let (_, blocks) = kill_cycles(&flags, 300, 5, 700).await?;
+    let (_, blocks) = kill_cycles(&flags, 100, 5, 700, true).await?;
     ensure!(blocks > 0, "no block was flushed");
     Ok(())
 }
@@ -115,7 +140,7 @@ async fn sigkill_during_compactions_loses_no_acknowledged_sample() -> Result<()>
         "--storage.tsdb.max-block-duration=3s",
         "--storage.flush-interval=100ms",
     ];
-    let (_, blocks) = kill_cycles(&flags, 300, 5, 700).await?;
+    let (_, blocks) = kill_cycles(&flags, 100, 5, 700, true).await?;
     ensure!(blocks > 0, "no block was written");
     Ok(())
 }

@@ -500,6 +500,27 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_select_costs_one_footer_get_and_one_data_get_per_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let counters = crate::counting::StoreCounters::default();
+        let counted: Arc<dyn ObjectStore> = Arc::new(crate::counting::CountingStore::new(fs, counters));
+        let store = BlockStore::open(counted).await.expect("open");
+        let series = (0..200)
+            .map(|i| {
+                let l = labels(&[("__name__", "m"), ("i", &i.to_string())]);
+                (l, (0..500).map(|t| Sample::new(t * 15_000, (i * t) as f64)).collect())
+            })
+            .collect();
+        store.write("t", series, 0).await.expect("write");
+        let m = [Matcher::new(MatchOp::Equal, "i", "7").expect("m")];
+        let (got, io) = crate::counting::measure(store.select("t", &m, i64::MIN, i64::MAX)).await;
+        assert_eq!(got.expect("select")[0].samples.len(), 500);
+        assert_eq!(io.gets, 2, "footer with page index, then the pages of one series: {io:?}");
+    }
+
+    #[tokio::test]
     async fn block_without_meta_is_invisible() {
         let dir = tempfile::tempdir().expect("tempdir");
         let fs: Arc<dyn ObjectStore> =

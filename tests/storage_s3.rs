@@ -140,3 +140,38 @@ async fn s3_outage_during_flushes_loses_nothing() -> Result<()> {
     w.verify(&api).await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_cli_writes_blocks_into_s3() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let s3 = S3Server::start(dir.path()).await?;
+    // Two series, 10 samples each, 15 min apart (2 h 15 min: two or three 2 h blocks).
+    let mut om = String::from("# TYPE imported gauge\n");
+    for i in 0..10 {
+        let t = 1_700_000_000 + i * 900;
+        om.push_str(&format!("imported{{series=\"a\"}} {i} {t}\nimported{{series=\"b\"}} {} {t}\n", i * 2));
+    }
+    om.push_str("# EOF\n");
+    let file = dir.path().join("in.om");
+    std::fs::write(&file, om)?;
+    let out = Command::new(strata_bin())
+        .arg("import")
+        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .args(s3.flags("tenants"))
+        .arg(&file)
+        .output()?;
+    ensure!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    ensure!(!s3.block_metas().is_empty(), "no block in the bucket");
+    ensure!(!dir.path().join("data/blocks").exists(), "blocks went to the local directory");
+
+    let port = free_port();
+    let api = Api::new(port);
+    let _strata = start_strata(dir.path(), &s3, port, "strata.log")?;
+    eventually("strata ready", Duration::from_secs(30), || async { api.ready().await.then_some(()) }).await?;
+    let end = (1_700_000_000 + 9 * 900) as f64;
+    let counts = storage_common::per_series(&api, "count_over_time(imported[3h])", end).await?;
+    let sums = storage_common::per_series(&api, "sum_over_time(imported[3h])", end).await?;
+    ensure!(counts.get("a") == Some(&10.0) && counts.get("b") == Some(&10.0), "counts {counts:?}");
+    ensure!(sums.get("a") == Some(&45.0) && sums.get("b") == Some(&90.0), "sums {sums:?}");
+    Ok(())
+}

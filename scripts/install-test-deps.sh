@@ -21,6 +21,13 @@ if ! python3 -c 'import duckdb' >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check duckdb
 fi
 
+# s3s-fs: the S3-compatible server the object storage tests start on loopback
+# (keeps objects in a directory, so a stopped server restarts with its data).
+if ! command -v s3s-fs >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/s3s-fs" ]; then
+  echo "installing test dependency: s3s-fs (crates.io, a few minutes)"
+  cargo install --quiet s3s-fs@0.14.1 --features binary --locked
+fi
+
 if [ ${#need[@]} -eq 0 ]; then
   exit 0
 fi

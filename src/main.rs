@@ -125,6 +125,28 @@ struct StorageArgs {
     /// Delete blocks whose newest sample is older than this (`0`: keep forever).
     #[arg(long = "storage.tsdb.retention.time", default_value = "0")]
     retention: PromDuration,
+    /// Keep blocks in an S3-compatible bucket: `s3://bucket[/prefix]` (default: `<storage.path>/blocks`).
+    /// The ingest log stays under `--storage.path`. Credentials default to the `AWS_*` environment variables.
+    #[arg(long = "storage.object-store.url", default_value = "")]
+    object_store_url: String,
+    /// S3 endpoint of an S3-compatible server, e.g. `http://127.0.0.1:9000` (default AWS or `AWS_ENDPOINT_URL`).
+    #[arg(long = "storage.object-store.endpoint")]
+    object_store_endpoint: Option<String>,
+    /// S3 region (default `AWS_REGION`, else `us-east-1`).
+    #[arg(long = "storage.object-store.region")]
+    object_store_region: Option<String>,
+    /// S3 access key id (default `AWS_ACCESS_KEY_ID`).
+    #[arg(long = "storage.object-store.access-key-id")]
+    object_store_access_key_id: Option<String>,
+    /// S3 secret access key (default `AWS_SECRET_ACCESS_KEY`).
+    #[arg(long = "storage.object-store.secret-access-key")]
+    object_store_secret_access_key: Option<String>,
+    /// Allow a plain `http://` endpoint.
+    #[arg(long = "storage.object-store.allow-http")]
+    object_store_allow_http: bool,
+    /// Virtual-hosted-style requests (`bucket.endpoint`) instead of path style.
+    #[arg(long = "storage.object-store.virtual-hosted-style")]
+    object_store_virtual_hosted_style: bool,
 }
 
 impl StorageArgs {
@@ -134,6 +156,15 @@ impl StorageArgs {
         c.flush_interval = self.flush_interval;
         c.compaction_range = PromDuration(self.compaction_range.0.max(self.block_duration.0));
         c.retention = self.retention;
+        c.object_store = strata_aggregator::config::ObjectStoreConfig {
+            url: self.object_store_url.clone(),
+            endpoint: self.object_store_endpoint.clone(),
+            region: self.object_store_region.clone(),
+            access_key_id: self.object_store_access_key_id.clone(),
+            secret_access_key: self.object_store_secret_access_key.clone(),
+            allow_http: self.object_store_allow_http,
+            virtual_hosted_style: self.object_store_virtual_hosted_style,
+        };
         c.validate().map_err(|errs| anyhow::anyhow!("invalid storage flags:\n  {}", errs.join("\n  ")))
     }
 }
@@ -467,7 +498,7 @@ async fn import(args: ImportArgs) -> anyhow::Result<()> {
         let f = std::fs::File::open(&args.file).with_context(|| format!("opening {}", args.file.display()))?;
         Box::new(std::io::BufReader::with_capacity(1 << 20, f))
     };
-    let blocks = strata_aggregator::import::open_block_dir(&settings.blocks_dir).await?;
+    let blocks = strata_aggregator::storage::open_block_store(&settings).await?;
     let started = std::time::Instant::now();
     let mut progress = |p: Progress| match p {
         Progress::Parsed { samples } => eprintln!("parsed {samples} samples"),

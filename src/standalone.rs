@@ -134,6 +134,7 @@ fn flags(args: &StandaloneArgs) -> std::collections::BTreeMap<String, String> {
         ("rules.alert.resend-delay", args.rules.resend_delay.to_string()),
         ("alertmanager.notification-queue-capacity", args.rules.queue_capacity.to_string()),
         ("web.external-url", external_url(args)),
+        ("storage.object-store.url", args.storage.object_store_url.clone()),
     ]
     .into_iter()
     .chain(args.query.flags())
@@ -174,6 +175,7 @@ pub(crate) async fn run(args: StandaloneArgs, telemetry: Telemetry, clock: Arc<d
         .with_context(|| format!("listening on {}", args.serve.listen))?;
     let deps = strata_aggregator::Deps { telemetry: telemetry.clone(), clock: Arc::clone(&clock) };
     let storage = LocalStorage::open(settings, deps).await.context("opening storage")?;
+    storage.report_to(readiness.clone());
 
     let querier = QuerierDeps {
         storage: Arc::new(storage.clone()) as Arc<dyn Select>,

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use strata_block::remote::{ObjectStoreConfig, ObjectStoreSettings};
 
 /// Storage settings as given by the user.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,6 +30,10 @@ pub struct StorageConfig {
     /// Per-tenant retention, overriding `retention`.
     #[serde(default)]
     pub tenant_retention: std::collections::BTreeMap<String, strata_common::PromDuration>,
+    /// Where blocks go: the local filesystem under `path` (default) or an
+    /// S3-compatible bucket. The ingest log always stays on local disk.
+    #[serde(default)]
+    pub object_store: ObjectStoreConfig,
 }
 
 fn default_block_duration() -> strata_common::PromDuration {
@@ -58,6 +63,7 @@ impl StorageConfig {
             compaction_range: default_compaction_range(),
             retention: default_retention(),
             tenant_retention: Default::default(),
+            object_store: ObjectStoreConfig::default(),
         }
     }
 
@@ -82,10 +88,10 @@ impl StorageConfig {
                 self.compaction_range, self.block_duration
             ));
         }
-        if !errors.is_empty() {
-            return Err(errors);
-        }
+        let object_store = self.object_store.validate().map_err(|e| errors.extend(e)).ok();
+        let Some(object_store) = object_store.filter(|_| errors.is_empty()) else { return Err(errors) };
         Ok(StorageSettings {
+            object_store,
             wal_dir: self.path.join("wal"),
             blocks_dir: self.path.join("blocks"),
             block_duration_ms: self.block_duration.as_millis_i64(),
@@ -101,9 +107,11 @@ impl StorageConfig {
 /// Validated storage settings.
 #[derive(Debug, Clone)]
 pub struct StorageSettings {
+    /// Where blocks go.
+    pub object_store: ObjectStoreSettings,
     /// The ingest log directory.
     pub wal_dir: PathBuf,
-    /// Root of the local object store for blocks.
+    /// Root of the local object store for blocks (when `object_store` is local).
     pub blocks_dir: PathBuf,
     /// Block range in milliseconds.
     pub block_duration_ms: i64,
@@ -135,7 +143,8 @@ mod tests {
         let mut c = StorageConfig::with_path("");
         c.block_duration = strata_common::PromDuration(Duration::from_millis(10));
         c.segment_max_bytes = 10;
+        c.object_store.url = "s3:/bucket".into();
         let errs = c.validate().expect_err("invalid");
-        assert_eq!(errs.len(), 3, "{errs:?}");
+        assert_eq!(errs.len(), 4, "{errs:?}");
     }
 }

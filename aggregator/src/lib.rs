@@ -106,6 +106,7 @@ pub async fn serve(
     let AggregatorConfig { storage: settings, listen, distributed, limits, ha } = config;
     let readiness = Readiness::new();
     let storage = LocalStorage::open(settings, deps.clone()).await?;
+    storage.report_to(readiness.clone());
     let listener = tokio::net::TcpListener::bind(listen).await.map_err(|e| AggregatorError::Bind(listen, e))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();

@@ -20,6 +20,10 @@ pub(crate) struct StorageMetrics {
     pub blocks_written: Counter,
     pub blocks_compacted: Counter,
     pub flush_failures: Counter,
+    pub upload_failures: Counter,
+    pub upload_degraded: Gauge,
+    pub block_read_failures: Counter,
+    pub object_store: strata_block::counting::StoreCounters,
 }
 
 impl StorageMetrics {
@@ -38,6 +42,10 @@ impl StorageMetrics {
             blocks_written: Counter::default(),
             blocks_compacted: Counter::default(),
             flush_failures: Counter::default(),
+            upload_failures: Counter::default(),
+            upload_degraded: Gauge::default(),
+            block_read_failures: Counter::default(),
+            object_store: Default::default(),
         };
         t.register("strata_head_samples_appended", "Samples appended to the head", m.samples_appended.clone());
         t.register("strata_head_out_of_order_samples", "Samples refused as out of order", m.out_of_order.clone());
@@ -79,6 +87,33 @@ impl StorageMetrics {
             "strata_block_flush_failures",
             "Failed attempts to flush the head into a block",
             m.flush_failures.clone(),
+        );
+        t.register(
+            "strata_block_upload_failures",
+            "Flushes or compactions that could not store their block in the object store (retried with backoff)",
+            m.upload_failures.clone(),
+        );
+        t.register(
+            "strata_block_upload_degraded",
+            "1 while the last flush failed to store its block (the head and ingest log keep the data)",
+            m.upload_degraded.clone(),
+        );
+        t.register(
+            "strata_block_read_failures",
+            "Reads that failed on an unreadable (corrupt, truncated or missing) block",
+            m.block_read_failures.clone(),
+        );
+        let os = &m.object_store;
+        t.register("strata_object_store_get_requests", "GET requests to the block object store", os.gets.clone());
+        t.register("strata_object_store_get_bytes", "Bytes fetched from the block object store", os.get_bytes.clone());
+        t.register("strata_object_store_put_requests", "PUT requests to the block object store", os.puts.clone());
+        t.register("strata_object_store_put_bytes", "Bytes stored in the block object store", os.put_bytes.clone());
+        t.register("strata_object_store_list_requests", "LIST requests to the block object store", os.lists.clone());
+        t.register("strata_object_store_deletes", "Objects deleted from the block object store", os.deletes.clone());
+        t.register(
+            "strata_object_store_request_failures",
+            "Block object store requests that failed",
+            os.failures.clone(),
         );
         m
     }

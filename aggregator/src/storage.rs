@@ -21,11 +21,14 @@ use std::time::Instant;
 
 use object_store::ObjectStore;
 use object_store::local::LocalFileSystem;
+use strata_block::counting::{CountingStore, StoreCounters};
 use strata_block::{BlockMeta, BlockStore};
 use strata_model::{
     Append, AppendError, AppendSummary, BoxFuture, Labels, Matcher, MergedBatches, Select, SelectError, SelectHints,
     Series, SeriesBatches, WriteBatch, merge_label_sets, merge_series_sets,
 };
+
+use strata_common::Readiness;
 
 use crate::head::Head;
 use crate::metrics::StorageMetrics;
@@ -39,6 +42,37 @@ struct Inner {
     blocks: Arc<BlockStore>,
     metrics: StorageMetrics,
     clock: Arc<dyn strata_common::Clock>,
+    /// Where a failing object store is reported (see [`LocalStorage::report_to`]).
+    readiness: std::sync::OnceLock<Readiness>,
+}
+
+/// The condition name under which failing block uploads mark the process
+/// not ready.
+pub const UPLOAD_CONDITION: &str = "block uploads";
+
+/// Opens the block store the settings name: the local directory
+/// `blocks_dir`, or the remote (S3) store.
+pub async fn open_block_store(settings: &StorageSettings) -> Result<BlockStore, AggregatorError> {
+    open_block_store_counted(settings, StoreCounters::default()).await
+}
+
+/// [`open_block_store`], counting requests and bytes into `counters`.
+pub async fn open_block_store_counted(
+    settings: &StorageSettings,
+    counters: StoreCounters,
+) -> Result<BlockStore, AggregatorError> {
+    let store: Arc<dyn ObjectStore> = match settings.object_store.build_remote()? {
+        Some(remote) => remote,
+        None => {
+            std::fs::create_dir_all(&settings.blocks_dir).map_err(|source| AggregatorError::IngestLog {
+                path: settings.blocks_dir.display().to_string(),
+                source,
+            })?;
+            Arc::new(LocalFileSystem::new_with_prefix(&settings.blocks_dir)?)
+        }
+    };
+    tracing::info!(object_store = %settings.object_store.describe(), "opening blocks");
+    Ok(BlockStore::open(Arc::new(CountingStore::new(store, counters))).await?)
 }
 
 /// The local storage engine; cheap to clone.
@@ -57,12 +91,30 @@ impl LocalStorage {
     /// Opens the blocks, replays the ingest log into the head, and is ready
     /// for writes.
     pub async fn open(settings: StorageSettings, deps: Deps) -> Result<Self, AggregatorError> {
-        std::fs::create_dir_all(&settings.blocks_dir)
-            .map_err(|source| AggregatorError::IngestLog { path: settings.blocks_dir.display().to_string(), source })?;
-        let fs: Arc<dyn ObjectStore> = Arc::new(LocalFileSystem::new_with_prefix(&settings.blocks_dir)?);
-        let blocks = Arc::new(BlockStore::open(fs).await?);
         let metrics = StorageMetrics::new(&deps.telemetry);
+        let blocks = Arc::new(open_block_store_counted(&settings, metrics.object_store.clone()).await?);
+        Self::open_with(settings, deps, blocks, metrics).await
+    }
 
+    /// [`LocalStorage::open`] with blocks in `store` instead of the one the
+    /// settings name (tests inject faults this way).
+    pub async fn open_with_store(
+        settings: StorageSettings,
+        deps: Deps,
+        store: Arc<dyn ObjectStore>,
+    ) -> Result<Self, AggregatorError> {
+        let metrics = StorageMetrics::new(&deps.telemetry);
+        let counted = Arc::new(CountingStore::new(store, metrics.object_store.clone()));
+        let blocks = Arc::new(BlockStore::open(counted).await?);
+        Self::open_with(settings, deps, blocks, metrics).await
+    }
+
+    async fn open_with(
+        settings: StorageSettings,
+        deps: Deps,
+        blocks: Arc<BlockStore>,
+        metrics: StorageMetrics,
+    ) -> Result<Self, AggregatorError> {
         let started = Instant::now();
         let wal_dir = settings.wal_dir.clone();
         let segment_max_bytes = settings.segment_max_bytes;
@@ -105,10 +157,27 @@ impl LocalStorage {
                 blocks,
                 metrics,
                 clock: Arc::clone(&deps.clock),
+                readiness: std::sync::OnceLock::new(),
             }),
         };
         this.update_head_gauges();
         Ok(this)
+    }
+
+    /// Reports failing block uploads to `readiness` (`/-/ready` answers 503
+    /// while a flush cannot reach the object store). Only the first call counts.
+    pub fn report_to(&self, readiness: Readiness) {
+        let _ = self.inner.readiness.set(readiness);
+    }
+
+    fn set_upload_degraded(&self, reason: Option<String>) {
+        self.inner.metrics.upload_degraded.set(i64::from(reason.is_some()));
+        if let Some(r) = self.inner.readiness.get() {
+            match reason {
+                Some(reason) => r.set_degraded(UPLOAD_CONDITION, reason),
+                None => r.clear_degraded(UPLOAD_CONDITION),
+            }
+        }
     }
 
     /// The settings this storage was opened with.
@@ -254,27 +323,77 @@ impl LocalStorage {
         AggregatorError::IngestLog { path: self.inner.settings.wal_dir.display().to_string(), source }
     }
 
-    /// Flushes every `flush_interval` until `stop` turns true.
+    /// Flushes every `flush_interval` until `stop` turns true. A flush that
+    /// fails (the object store is unreachable) is retried with exponential
+    /// backoff from [`RETRY_MIN`] up to [`RETRY_MAX`], for as long as it
+    /// takes: the head and the ingest log keep the range until a block
+    /// holding it is stored. Meanwhile `/-/ready` reports the failure (see
+    /// [`LocalStorage::report_to`]); it is ready again after a flush succeeds.
     pub async fn run_flusher(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut tick = tokio::time::interval(self.inner.settings.flush_interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let interval = self.inner.settings.flush_interval;
+        let mut wait = interval;
+        let mut backoff = RETRY_MIN;
+        let mut last_cleanup: Option<Instant> = None;
         loop {
             tokio::select! {
-                _ = tick.tick() => {}
+                () = tokio::time::sleep(wait) => {}
                 _ = stop.changed() => return,
             }
-            if let Err(e) = self.flush().await {
-                self.inner.metrics.flush_failures.inc();
-                tracing::error!(error = %e, "flushing the head failed; will retry");
-            } else if let Err(e) = self.compact().await {
-                tracing::error!(error = %e, "compacting blocks failed; will retry");
+            if last_cleanup.is_none_or(|t| t.elapsed() >= UNFINISHED_CLEANUP_EVERY) {
+                last_cleanup = Some(Instant::now());
+                let before = self.inner.clock.now_ms().saturating_sub(UNFINISHED_MIN_AGE_MS);
+                if let Err(e) = self.inner.blocks.remove_unfinished(before).await {
+                    tracing::warn!(error = %e, "removing unfinished blocks failed; will retry");
+                }
             }
-            if let Err(e) = self.apply_retention().await {
-                tracing::error!(error = %e, "deleting blocks past retention failed; will retry");
+            match self.maintain().await {
+                Ok(()) => {
+                    wait = interval;
+                    backoff = RETRY_MIN;
+                }
+                Err(e) => {
+                    wait = backoff.min(interval.max(RETRY_MIN));
+                    backoff = (backoff * 2).min(RETRY_MAX);
+                    tracing::warn!(error = %e, retry_in = ?wait, "block maintenance failed; will retry");
+                }
             }
         }
     }
+
+    /// One round of the flusher: flush, then compact, then retention. An
+    /// error stops the round (the next one retries).
+    async fn maintain(&self) -> Result<(), AggregatorError> {
+        if let Err(e) = self.flush().await {
+            self.inner.metrics.flush_failures.inc();
+            self.inner.metrics.upload_failures.inc();
+            tracing::error!(error = %e, "flushing the head failed; the head and ingest log keep the range");
+            self.set_upload_degraded(Some(format!("flushing the head into a block failed: {e}")));
+            return Err(e);
+        }
+        self.set_upload_degraded(None);
+        if let Err(e) = self.compact().await {
+            self.inner.metrics.upload_failures.inc();
+            tracing::error!(error = %e, "compacting blocks failed; will retry");
+            return Err(e);
+        }
+        if let Err(e) = self.apply_retention().await {
+            tracing::error!(error = %e, "deleting blocks past retention failed; will retry");
+            return Err(e);
+        }
+        Ok(())
+    }
 }
+
+/// How often the flusher removes unfinished blocks (files without `meta.json`).
+const UNFINISHED_CLEANUP_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// How old (by ULID) an unfinished block must be before it is removed: no
+/// block write, an import's included, takes this long.
+const UNFINISHED_MIN_AGE_MS: i64 = 15 * 60 * 1000;
+
+/// First retry delay after a failed flush.
+pub const RETRY_MIN: std::time::Duration = std::time::Duration::from_millis(500);
+/// Longest delay between retries of a failed flush (when shorter than the flush interval).
+pub const RETRY_MAX: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl Append for LocalStorage {
     fn append(&self, batch: WriteBatch) -> BoxFuture<'_, Result<AppendSummary, AppendError>> {
@@ -303,7 +422,12 @@ impl Select for LocalStorage {
             let head = self.head_read().select_with(tenant, matchers, mint, maxt, hints)?;
             let loaded: usize = head.iter().map(|s| s.samples.len()).sum();
             let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
-            let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await?;
+            let blocks = self.inner.blocks.select_with(tenant, matchers, mint, maxt, left).await.inspect_err(|e| {
+                if matches!(e, SelectError::Storage(_)) {
+                    self.inner.metrics.block_read_failures.inc();
+                    tracing::warn!(error = %e, "block read failed");
+                }
+            })?;
             Ok(merge_series_sets(vec![head, blocks]))
         })
     }
@@ -335,7 +459,11 @@ impl Select for LocalStorage {
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
         Box::pin(async move {
             let head = self.head_read().series_labels(tenant, matchers, mint, maxt);
-            let blocks = self.inner.blocks.series(tenant, matchers, mint, maxt).await?;
+            let blocks = self.inner.blocks.series(tenant, matchers, mint, maxt).await.inspect_err(|e| {
+                if matches!(e, SelectError::Storage(_)) {
+                    self.inner.metrics.block_read_failures.inc();
+                }
+            })?;
             Ok(merge_label_sets(vec![head, blocks]))
         })
     }
@@ -462,6 +590,115 @@ mod tests {
         assert_eq!(s.blocks().metas("keep").len(), 3);
         clock.advance(1_000_000);
         assert_eq!(s.apply_retention().await.expect("retention").len(), 1);
+    }
+
+    /// A local store whose writes fail while `fail` is set.
+    #[derive(Debug)]
+    struct Flaky {
+        inner: object_store::local::LocalFileSystem,
+        fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl std::fmt::Display for Flaky {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Flaky")
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl ObjectStore for Flaky {
+        async fn put_opts(
+            &self,
+            location: &object_store::path::Path,
+            payload: object_store::PutPayload,
+            opts: object_store::PutOptions,
+        ) -> object_store::Result<object_store::PutResult> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(object_store::Error::Generic { store: "flaky", source: "unreachable".into() });
+            }
+            self.inner.put_opts(location, payload, opts).await
+        }
+        async fn put_multipart_opts(
+            &self,
+            location: &object_store::path::Path,
+            opts: object_store::PutMultipartOptions,
+        ) -> object_store::Result<Box<dyn object_store::MultipartUpload>> {
+            self.inner.put_multipart_opts(location, opts).await
+        }
+        async fn get_opts(
+            &self,
+            location: &object_store::path::Path,
+            options: object_store::GetOptions,
+        ) -> object_store::Result<object_store::GetResult> {
+            self.inner.get_opts(location, options).await
+        }
+        fn delete_stream(
+            &self,
+            locations: futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::path::Path>> {
+            self.inner.delete_stream(locations)
+        }
+        fn list(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> futures::stream::BoxStream<'static, object_store::Result<object_store::ObjectMeta>> {
+            self.inner.list(prefix)
+        }
+        async fn list_with_delimiter(
+            &self,
+            prefix: Option<&object_store::path::Path>,
+        ) -> object_store::Result<object_store::ListResult> {
+            self.inner.list_with_delimiter(prefix).await
+        }
+        async fn copy_opts(
+            &self,
+            from: &object_store::path::Path,
+            to: &object_store::path::Path,
+            options: object_store::CopyOptions,
+        ) -> object_store::Result<()> {
+            self.inner.copy_opts(from, to, options).await
+        }
+    }
+
+    #[tokio::test]
+    async fn failed_uploads_are_retried_and_reported_until_they_succeed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = StorageConfig::with_path(dir.path());
+        c.block_duration = strata_common::PromDuration(std::time::Duration::from_secs(10));
+        c.flush_interval = strata_common::PromDuration(std::time::Duration::from_millis(100));
+        let flaky = Arc::new(Flaky {
+            inner: LocalFileSystem::new_with_prefix(dir.path()).expect("fs"),
+            fail: std::sync::atomic::AtomicBool::new(true),
+        });
+        let store: Arc<dyn ObjectStore> = Arc::clone(&flaky) as Arc<dyn ObjectStore>;
+        let s = LocalStorage::open_with_store(c.validate().expect("valid"), deps(), store).await.expect("open");
+        let readiness = Readiness::new();
+        readiness.set_ready();
+        s.report_to(readiness.clone());
+        for t in 0..40 {
+            s.append(batch(3, t * 1000)).await.expect("append");
+        }
+        let before = all(&s).await;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let flusher = tokio::spawn(s.clone().run_flusher(stop_rx));
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        while readiness.is_ready() {
+            assert!(Instant::now() < deadline, "never reported degraded");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(readiness.degraded()[0].starts_with(UPLOAD_CONDITION), "{:?}", readiness.degraded());
+        // Nothing lost meanwhile: the head keeps the range.
+        assert_eq!(all(&s).await, before);
+        assert!(s.blocks().metas("anonymous").is_empty());
+        flaky.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        while !readiness.is_ready() {
+            assert!(Instant::now() < deadline, "never ready again");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(s.blocks().metas("anonymous").len(), 3);
+        assert_eq!(all(&s).await, before);
+        let _ = stop_tx.send(true);
+        flusher.await.expect("flusher");
     }
 
     #[tokio::test]

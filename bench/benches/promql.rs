@@ -2,11 +2,16 @@
 //! same data, in the same run.
 //!
 //! ```text
-//! cargo bench -p strata-bench --bench promql -- [--series 10000] [--hours 24] [--repeats 5] [--step 60] [--dir DIR]
+//! cargo bench -p strata-bench --bench promql -- [--series 10000] [--hours 24] [--repeats 5] [--step 60] [--dir DIR] [--s3]
 //! ```
 //!
 //! With `--dir`, the data is written under `DIR` and kept; a later run with
-//! the same `--dir` (and the same `--series` and `--hours`) reuses it.
+//! the same `--dir` (and the same `--series`, `--hours` and `--s3`) reuses it.
+//!
+//! With `--s3` Strata's blocks live in a real S3-compatible server
+//! (`s3s-fs` on loopback, as the tests use) instead of a local directory.
+//! Either way the object store is counted: each query's GET requests and
+//! bytes fetched are reported next to its latency.
 //!
 //! 1. Generates `strata_bench::dataset` with about `--series` series over
 //!    `--hours` at 15 s.
@@ -71,10 +76,11 @@ struct Args {
     repeats: usize,
     step: String,
     dir: Option<std::path::PathBuf>,
+    s3: bool,
 }
 
 fn parse_args(args: &[String]) -> Result<Args> {
-    let mut a = Args { series: 10_000, hours: 24, repeats: 5, step: "60".into(), dir: None };
+    let mut a = Args { series: 10_000, hours: 24, repeats: 5, step: "60".into(), dir: None, s3: false };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
@@ -84,6 +90,7 @@ fn parse_args(args: &[String]) -> Result<Args> {
             "--repeats" => a.repeats = value()?.parse()?,
             "--step" => a.step = value()?.clone(),
             "--dir" => a.dir = Some(value()?.into()),
+            "--s3" => a.s3 = true,
             // `cargo bench` passes `--bench`.
             "--bench" => {}
             other => bail!("unknown argument {other}"),
@@ -95,32 +102,61 @@ fn parse_args(args: &[String]) -> Result<Args> {
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--serve-strata") {
-        let (Some(dir), Some(port)) = (args.get(1), args.get(2)) else { bail!("--serve-strata DIR PORT") };
-        return serve_strata(Path::new(dir), port.parse()?);
+        let (Some(dir), Some(port)) = (args.get(1), args.get(2)) else { bail!("--serve-strata DIR PORT [S3PORT]") };
+        let s3 = args.get(3).map(|p| p.parse()).transpose()?;
+        return serve_strata(Path::new(dir), port.parse()?, s3);
     }
     let a = parse_args(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(run(&a))
 }
 
-/// The Strata side: the querier over the blocks in `dir`, until killed.
-fn serve_strata(dir: &Path, port: u16) -> Result<()> {
+const S3_BUCKET: &str = "bench";
+const S3_KEY: &str = "bench";
+const S3_SECRET: &str = "bench-secret";
+
+/// The block store: `dir` on the local filesystem, or the bucket of the
+/// S3 server on `s3_port`; requests and bytes counted into `counters`.
+fn object_store(
+    dir: &Path,
+    s3_port: Option<u16>,
+    counters: strata_block::counting::StoreCounters,
+) -> Result<Arc<dyn object_store::ObjectStore>> {
+    let inner: Arc<dyn object_store::ObjectStore> = match s3_port {
+        None => Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?),
+        Some(port) => {
+            let config = strata_block::remote::ObjectStoreConfig {
+                url: format!("s3://{S3_BUCKET}/blocks"),
+                endpoint: Some(format!("http://127.0.0.1:{port}")),
+                region: Some("us-east-1".into()),
+                access_key_id: Some(S3_KEY.into()),
+                secret_access_key: Some(S3_SECRET.into()),
+                allow_http: true,
+                virtual_hosted_style: false,
+            };
+            let settings = config.validate().map_err(|e| anyhow::anyhow!("{}", e.join("; ")))?;
+            settings.build_remote()?.context("an S3 store")?
+        }
+    };
+    Ok(Arc::new(strata_block::counting::CountingStore::new(inner, counters)))
+}
+
+/// The Strata side: the querier over the blocks in `dir` (or in S3), until killed.
+fn serve_strata(dir: &Path, port: u16, s3_port: Option<u16>) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let fs: Arc<dyn object_store::ObjectStore> =
-            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?);
-        let store = strata_block::BlockStore::open(fs).await?;
+        let telemetry = strata_common::Telemetry::new();
+        let store = strata_block::BlockStore::open(object_store(dir, s3_port, Default::default())?).await?;
         let deps = strata_querier::QuerierDeps {
             storage: Arc::new(store) as Arc<dyn Select>,
-            telemetry: strata_common::Telemetry::empty(),
+            telemetry: telemetry.clone(),
             clock: Arc::new(strata_common::SystemClock),
             settings: strata_querier::QuerierSettings::default(),
             flags: BTreeMap::new(),
             completeness: None,
         };
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
-        let router = strata_querier::api_router(deps)
-            .merge(strata_common::admin_router(strata_common::Telemetry::empty(), ready()));
+        let router = strata_querier::api_router(deps).merge(strata_common::admin_router(telemetry, ready()));
         strata_common::serve_http(listener, router, std::future::pending()).await?;
         Ok(())
     })
@@ -176,10 +212,25 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
+/// The per-query object store figures the Strata querier counts: (GETs, bytes).
+async fn strata_io(http: &reqwest::Client, port: u16) -> Result<(f64, f64)> {
+    let text = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await?.text().await?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse::<f64>().ok())
+            .with_context(|| format!("{name} in the querier's metrics"))
+    };
+    Ok((value("strata_query_object_store_get_requests_total")?, value("strata_query_object_store_get_bytes_total")?))
+}
+
 /// Writes the dataset as Strata blocks of `block_ms` each.
-async fn write_strata_blocks(dir: &Path, data: &[strata_model::Series], cfg: &DatasetConfig) -> Result<usize> {
-    let fs: Arc<dyn object_store::ObjectStore> = Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir)?);
-    let store = strata_block::BlockStore::open(fs).await?;
+async fn write_strata_blocks(
+    dir: &Path,
+    s3_port: Option<u16>,
+    data: &[strata_model::Series],
+    cfg: &DatasetConfig,
+) -> Result<usize> {
+    let store = strata_block::BlockStore::open(object_store(dir, s3_port, Default::default())?).await?;
     let block_ms = 2 * 3600 * 1000;
     let mut start = cfg.start_ms.div_euclid(block_ms) * block_ms;
     let mut blocks = 0;
@@ -214,21 +265,26 @@ fn dir_bytes(dir: &Path) -> u64 {
 }
 
 /// Generates the dataset and writes it as Strata blocks and Prometheus blocks.
-async fn write_data(cfg: &DatasetConfig, data_dir: &Path, strata_dir: &Path, tsdb: &Path) -> Result<()> {
-    for d in [strata_dir, tsdb] {
-        if d.exists() {
-            std::fs::remove_dir_all(d)?;
-        }
-    }
+async fn write_data(
+    cfg: &DatasetConfig,
+    data_dir: &Path,
+    strata_dir: &Path,
+    s3_port: Option<u16>,
+    tsdb: &Path,
+) -> Result<()> {
     let t0 = Instant::now();
     let data = generate(cfg);
     let samples: usize = data.iter().map(|s| s.samples.len()).sum();
     println!("dataset: {} series, {samples} samples ({:.1?} to generate)", data.len(), t0.elapsed());
 
-    std::fs::create_dir_all(strata_dir)?;
     let t0 = Instant::now();
-    let blocks = write_strata_blocks(strata_dir, &data, cfg).await?;
-    println!("strata: {blocks} blocks, {} bytes ({:.1?})", dir_bytes(strata_dir), t0.elapsed());
+    let blocks = write_strata_blocks(strata_dir, s3_port, &data, cfg).await?;
+    println!(
+        "strata: {blocks} blocks, {} bytes in {} ({:.1?})",
+        dir_bytes(strata_dir),
+        if s3_port.is_some() { "S3 (s3s-fs on loopback)" } else { "a local directory" },
+        t0.elapsed()
+    );
 
     let om = data_dir.join("data.om");
     {
@@ -258,11 +314,47 @@ async fn run(a: &Args) -> Result<()> {
     let data_dir = a.dir.clone().unwrap_or_else(|| tmp.path().to_path_buf());
     let strata_dir = data_dir.join("strata");
     let tsdb = data_dir.join("prometheus");
-    let done = data_dir.join(format!("done-{}-{}", a.series, a.hours));
-    if done.exists() {
+    let done = data_dir.join(format!("done-{}-{}-{}", a.series, a.hours, if a.s3 { "s3" } else { "local" }));
+    let reuse = done.exists();
+    if !reuse {
+        for d in [&strata_dir, &tsdb] {
+            if d.exists() {
+                std::fs::remove_dir_all(d)?;
+            }
+        }
+    }
+    std::fs::create_dir_all(&strata_dir)?;
+    // With --s3: s3s-fs keeps the bucket under strata_dir.
+    let s3 = if a.s3 {
+        std::fs::create_dir_all(strata_dir.join(S3_BUCKET))?;
+        let port = free_port()?;
+        let bin = std::env::var("HOME").map(|h| format!("{h}/.cargo/bin/s3s-fs")).unwrap_or_default();
+        let bin = if Path::new(&bin).exists() { bin } else { "s3s-fs".to_owned() };
+        let server = Server {
+            child: Command::new(bin)
+                .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--access-key", S3_KEY])
+                .args(["--secret-key", S3_SECRET])
+                .arg(&strata_dir)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(tmp.path().join("s3s-fs.log"))?)
+                .spawn()
+                .context("starting s3s-fs (scripts/install-test-deps.sh installs it)")?,
+            name: "s3s-fs",
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+            ensure!(Instant::now() < deadline, "s3s-fs did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Some((server, port))
+    } else {
+        None
+    };
+    let s3_port = s3.as_ref().map(|(_, p)| *p);
+    if reuse {
         println!("reusing the data in {}", data_dir.display());
     } else {
-        write_data(&cfg, &data_dir, &strata_dir, &tsdb).await?;
+        write_data(&cfg, &data_dir, &strata_dir, s3_port, &tsdb).await?;
         std::fs::write(&done, b"")?;
     }
     // Prometheus compacts and writes into its directory: give it a fresh copy.
@@ -290,6 +382,7 @@ async fn run(a: &Args) -> Result<()> {
             .arg("--serve-strata")
             .arg(&strata_dir)
             .arg(strata_port.to_string())
+            .args(s3_port.map(|p| p.to_string()))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(tmp.path().join("strata.log"))?)
             .spawn()?,
@@ -309,19 +402,26 @@ async fn run(a: &Args) -> Result<()> {
         a.step,
         a.repeats
     );
-    println!("{:<95} {:>12} {:>12} {:>8}", "query", "prometheus", "strata", "ratio");
+    println!(
+        "{:<95} {:>12} {:>12} {:>8} {:>10} {:>12}",
+        "query", "prometheus", "strata", "ratio", "GETs/query", "bytes/query"
+    );
     for q in QUERIES {
         let (_, n_prom) = range_query(&http, prom_port, q, &start, &end, &a.step).await?;
         let (_, n_strata) = range_query(&http, strata_port, q, &start, &end, &a.step).await?;
         ensure!(n_prom == n_strata, "{q}: Prometheus returned {n_prom} series, Strata {n_strata}");
         let (mut tp, mut ts) = (Vec::new(), Vec::new());
+        let io_before = strata_io(&http, strata_port).await?;
         for _ in 0..a.repeats {
             tp.push(range_query(&http, prom_port, q, &start, &end, &a.step).await?.0);
             ts.push(range_query(&http, strata_port, q, &start, &end, &a.step).await?.0);
         }
+        let io_after = strata_io(&http, strata_port).await?;
+        let n = a.repeats.max(1) as f64;
+        let (gets, bytes) = ((io_after.0 - io_before.0) / n, (io_after.1 - io_before.1) / n);
         let (mp, ms) = (median(tp), median(ts));
         println!(
-            "{q:<95} {:>10.1}ms {:>10.1}ms {:>7.2}x",
+            "{q:<95} {:>10.1}ms {:>10.1}ms {:>7.2}x {gets:>10.0} {bytes:>12.0}",
             mp.as_secs_f64() * 1e3,
             ms.as_secs_f64() * 1e3,
             ms.as_secs_f64() / mp.as_secs_f64().max(1e-9)

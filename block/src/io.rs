@@ -14,6 +14,9 @@ use parquet::arrow::async_reader::AsyncFileReader;
 use parquet::errors::{ParquetError, Result};
 use parquet::file::metadata::{PageIndexPolicy, ParquetMetaData, ParquetMetaDataReader};
 
+/// Bytes read from the end of a file to get its footer and page index in one GET.
+const FOOTER_PREFETCH_BYTES: u64 = 256 << 10;
+
 /// A Parquet file in an object store, of known size.
 #[derive(Debug, Clone)]
 pub struct ObjectReader {
@@ -48,9 +51,13 @@ impl AsyncFileReader for ObjectReader {
     ) -> BoxFuture<'a, Result<Arc<ParquetMetaData>>> {
         async move {
             let size = self.size;
+            // One suffix GET usually covers the footer and the page index
+            // (two or three GETs without the hint).
+            let prefetch = usize::try_from(size.min(FOOTER_PREFETCH_BYTES)).unwrap_or(0);
             let metadata = ParquetMetaDataReader::new()
                 .with_arrow_reader_options(options)
                 .with_page_index_policy(PageIndexPolicy::Optional)
+                .with_prefetch_hint(Some(prefetch))
                 .load_and_finish(self, size)
                 .await?;
             Ok(Arc::new(metadata))

@@ -27,6 +27,10 @@ pub struct BlockStore {
     retired: std::sync::Mutex<Vec<Arc<BlockReader>>>,
     /// Blocks found but not readable, with the reason.
     unreadable: std::sync::Mutex<Vec<String>>,
+    /// Blocks whose `meta.json` is readable but whose files are not: a read
+    /// overlapping one (same tenant, overlapping time) fails naming it,
+    /// rather than silently missing its samples.
+    broken: std::sync::Mutex<Vec<(BlockMeta, String)>>,
 }
 
 impl BlockStore {
@@ -37,6 +41,7 @@ impl BlockStore {
             blocks: RwLock::new(BTreeMap::new()),
             retired: Default::default(),
             unreadable: Default::default(),
+            broken: Default::default(),
         };
         this.sync().await?;
         Ok(this)
@@ -59,11 +64,14 @@ impl BlockStore {
             let known = {
                 let blocks = self.blocks.read().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 blocks
                     .values()
                     .flatten()
                     .chain(retired.iter())
-                    .any(|b| format!("{}/{META_FILE}", b.meta().dir()) == obj.location.as_ref())
+                    .map(|b| b.meta())
+                    .chain(broken.iter().map(|(m, _)| m))
+                    .any(|m| format!("{}/{META_FILE}", m.dir()) == obj.location.as_ref())
             };
             if known {
                 continue;
@@ -71,7 +79,18 @@ impl BlockStore {
             // One unreadable block (truncated, corrupt) is reported and left
             // out; it does not keep the others, or the process, from starting.
             match self.open_block(&obj.location).await {
-                Ok(reader) => self.add(Arc::new(reader)),
+                Ok(Ok(reader)) => self.add(Arc::new(reader)),
+                Ok(Err((meta, e))) => {
+                    tracing::error!(
+                        block = %obj.location, min_time = meta.min_time, max_time = meta.max_time, error = %e,
+                        "unreadable block: queries over its time range fail until it is repaired or removed"
+                    );
+                    self.unreadable
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .push(format!("{}: {e}", obj.location));
+                    self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push((meta, e.to_string()));
+                }
                 Err(e) => {
                     tracing::error!(block = %obj.location, error = %e, "unreadable block left out");
                     self.unreadable
@@ -84,11 +103,30 @@ impl BlockStore {
         Ok(())
     }
 
-    async fn open_block(&self, meta_path: &object_store::path::Path) -> Result<BlockReader, BlockError> {
+    /// Opens one block: the outer error when even `meta.json` is unreadable,
+    /// the inner one (with the meta) when the block's files are.
+    #[allow(clippy::type_complexity)]
+    async fn open_block(
+        &self,
+        meta_path: &object_store::path::Path,
+    ) -> Result<Result<BlockReader, (BlockMeta, BlockError)>, BlockError> {
         let bytes = self.store.get(meta_path).await?.bytes().await?;
         let meta: BlockMeta = serde_json::from_slice(&bytes)
             .map_err(|e| BlockError::Meta { path: meta_path.to_string(), reason: e.to_string() })?;
-        BlockReader::open(Arc::clone(&self.store), meta).await
+        Ok(BlockReader::open(Arc::clone(&self.store), meta.clone()).await.map_err(|e| (meta, e)))
+    }
+
+    /// The error for a read of `tenant` over `[mint, maxt]` that overlaps a
+    /// block found unreadable at open, if any.
+    fn broken_overlap(&self, tenant: &str, mint: i64, maxt: i64) -> Option<SelectError> {
+        let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (m, reason) = broken.iter().find(|(m, _)| m.tenant == tenant && m.overlaps(mint, maxt))?;
+        Some(SelectError::Storage(format!(
+            "block {} (samples {} to {}) is unreadable: {reason}",
+            m.dir(),
+            m.min_time,
+            m.max_time
+        )))
     }
 
     /// Blocks [`BlockStore::sync`] could not open, with the reason.
@@ -233,6 +271,39 @@ impl BlockStore {
         Ok(written)
     }
 
+    /// Deletes the files of blocks that were never finished (no `meta.json`:
+    /// a write interrupted by a crash or an object store failure) and were
+    /// started before `before_ms` (their ULID's time), so a write still in
+    /// progress is never touched. Returns how many such blocks went.
+    pub async fn remove_unfinished(&self, before_ms: i64) -> Result<usize, BlockError> {
+        let objects: Vec<_> = self.store.list(None).try_collect().await?;
+        let mut dirs: BTreeMap<String, (bool, Vec<object_store::path::Path>)> = BTreeMap::new();
+        for o in objects {
+            let loc = o.location.as_ref().to_owned();
+            let Some((dir, file)) = loc.rsplit_once('/') else { continue };
+            let entry = dirs.entry(dir.to_owned()).or_default();
+            entry.0 |= file == META_FILE;
+            entry.1.push(o.location);
+        }
+        let mut removed = 0;
+        for (dir, (committed, files)) in dirs {
+            let Some(id) = dir.rsplit('/').next().and_then(|u| ulid::Ulid::from_string(u).ok()) else { continue };
+            let started = i64::try_from(id.timestamp_ms()).unwrap_or(i64::MAX);
+            if committed || started >= before_ms {
+                continue;
+            }
+            for f in &files {
+                match self.store.delete(f).await {
+                    Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracing::info!(block = %dir, files = files.len(), "unfinished block removed");
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
     /// The metas of `tenant`'s blocks, ordered by min time.
     pub fn metas(&self, tenant: &str) -> Vec<BlockMeta> {
         self.readers(tenant).iter().map(|b| b.meta().clone()).collect()
@@ -245,7 +316,9 @@ impl BlockStore {
 
     /// The highest `flushed_until` of `tenant`'s blocks: everything older is in blocks.
     pub fn flushed_until(&self, tenant: &str) -> Option<i64> {
-        self.readers(tenant).iter().map(|b| b.meta().flushed_until).max()
+        let broken = self.broken.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let broken = broken.iter().filter(|(m, _)| m.tenant == tenant).map(|(m, _)| m.flushed_until);
+        self.readers(tenant).iter().map(|b| b.meta().flushed_until).chain(broken).max()
     }
 
     /// [`Select::select_batches`] with batches of about `batch_rows` block rows.
@@ -280,10 +353,16 @@ impl Select for BlockStore {
         hints: SelectHints,
     ) -> BoxFuture<'a, Result<Vec<Series>, SelectError>> {
         Box::pin(async move {
+            if let Some(e) = self.broken_overlap(tenant, mint, maxt) {
+                return Err(e);
+            }
             let readers: Vec<_> = self.readers(tenant).into_iter().filter(|b| b.meta().overlaps(mint, maxt)).collect();
             let budget = AtomicUsize::new(hints.max_samples);
             let sets =
-                futures::future::try_join_all(readers.iter().map(|b| b.select(matchers, mint, maxt, &budget))).await?;
+                futures::future::try_join_all(readers.iter().map(|b| async {
+                    b.select(matchers, mint, maxt, &budget).await.map_err(|e| e.in_block(b.meta()))
+                }))
+                .await?;
             Ok(merge_series_sets(sets))
         })
     }
@@ -307,6 +386,9 @@ impl Select for BlockStore {
         mint: i64,
         maxt: i64,
     ) -> BoxFuture<'a, Result<Vec<Labels>, SelectError>> {
+        if let Some(e) = self.broken_overlap(tenant, mint, maxt) {
+            return Box::pin(async move { Err(e) });
+        }
         let sets = self.readers(tenant).iter().map(|b| b.series_labels(matchers, mint, maxt)).collect();
         Box::pin(async move { Ok(merge_label_sets(sets)) })
     }
@@ -557,11 +639,59 @@ mod tests {
         store.write("t", vec![(l, vec![Sample::new(5_000, 2.0)])], 0).await.expect("w");
         let path = object_store::path::Path::from(format!("{}/{}", bad.dir(), crate::meta::SERIES_FILE));
         fs.put(&path, bytes::Bytes::from_static(b"PAR1 truncated").into()).await.expect("put");
-        let reopened = BlockStore::open(fs).await.expect("a bad block does not stop the store");
+        let reopened = BlockStore::open(Arc::clone(&fs)).await.expect("a bad block does not stop the store");
         assert_eq!(reopened.metas("t").len(), 1);
         assert_eq!(reopened.unreadable_blocks().len(), 1, "{:?}", reopened.unreadable_blocks());
-        let got = reopened.select("t", &[], i64::MIN, i64::MAX).await.expect("select");
+        // Other ranges keep working.
+        let got = reopened.select("t", &[], 1_000, i64::MAX).await.expect("select");
         assert_eq!(got[0].samples, vec![Sample::new(5_000, 2.0)]);
+        // A read over the broken block's range fails naming it, instead of missing its samples.
+        let err = reopened.select("t", &[], i64::MIN, i64::MAX).await.expect_err("overlaps the broken block");
+        assert!(err.to_string().contains(&bad.dir()), "{err}");
+        assert!(reopened.series("t", &[], 0, 0).await.is_err());
+        assert!(reopened.select("other", &[], i64::MIN, i64::MAX).await.expect("other tenant").is_empty());
+        assert_eq!(reopened.flushed_until("t"), Some(0));
+    }
+
+    #[tokio::test]
+    async fn samples_file_corrupted_after_open_fails_the_read_naming_the_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
+        let l = labels(&[("__name__", "m")]);
+        let bad = store.write("t", vec![(l.clone(), (0..100).map(|t| Sample::new(t, 1.0)).collect())], 0).await;
+        let bad = bad.expect("w");
+        store.write("t", vec![(l, vec![Sample::new(5_000, 2.0)])], 0).await.expect("w");
+        let path = object_store::path::Path::from(format!("{}/{}", bad.dir(), crate::meta::SAMPLES_FILE));
+        let whole = fs.get(&path).await.expect("get").bytes().await.expect("bytes");
+        fs.put(&path, whole.slice(..whole.len() / 2).into()).await.expect("truncate");
+        let err = store.select("t", &[], 0, 99).await.expect_err("truncated samples file");
+        let msg = err.to_string();
+        assert!(msg.contains(&bad.dir()) && msg.contains("samples 0 to 99"), "{msg}");
+        let got = store.select("t", &[], 1_000, i64::MAX).await.expect("other range");
+        assert_eq!(got[0].samples, vec![Sample::new(5_000, 2.0)]);
+    }
+
+    #[tokio::test]
+    async fn a_select_costs_one_footer_get_and_one_data_get_per_block() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fs: Arc<dyn ObjectStore> =
+            Arc::new(object_store::local::LocalFileSystem::new_with_prefix(dir.path()).expect("fs"));
+        let counters = crate::counting::StoreCounters::default();
+        let counted: Arc<dyn ObjectStore> = Arc::new(crate::counting::CountingStore::new(fs, counters));
+        let store = BlockStore::open(counted).await.expect("open");
+        let series = (0..200)
+            .map(|i| {
+                let l = labels(&[("__name__", "m"), ("i", &i.to_string())]);
+                (l, (0..500).map(|t| Sample::new(t * 15_000, (i * t) as f64)).collect())
+            })
+            .collect();
+        store.write("t", series, 0).await.expect("write");
+        let m = [Matcher::new(MatchOp::Equal, "i", "7").expect("m")];
+        let (got, io) = crate::counting::measure(store.select("t", &m, i64::MIN, i64::MAX)).await;
+        assert_eq!(got.expect("select")[0].samples.len(), 500);
+        assert_eq!(io.gets, 2, "footer with page index, then the pages of one series: {io:?}");
     }
 
     #[tokio::test]
@@ -575,7 +705,21 @@ mod tests {
         )
         .await
         .expect("put");
-        let store = BlockStore::open(fs).await.expect("open");
+        let store = BlockStore::open(Arc::clone(&fs)).await.expect("open");
         assert!(store.metas("t1").is_empty());
+        // Not a ULID: left alone. An old unfinished block goes; a recent one stays.
+        let old = ulid::Ulid::from_parts(1_000, 1).to_string();
+        let recent = ulid::Ulid::from_parts(9_000, 1).to_string();
+        for u in [&old, &recent] {
+            let p = object_store::path::Path::from(format!("t1/{u}/samples.parquet"));
+            fs.put(&p, bytes::Bytes::from_static(b"partial").into()).await.expect("put");
+        }
+        let done = store.write("t1", vec![(labels(&[("__name__", "m")]), vec![Sample::new(0, 1.0)])], 0).await;
+        done.expect("write");
+        assert_eq!(store.remove_unfinished(5_000).await.expect("remove"), 1);
+        let left: Vec<_> = fs.list(None).try_collect::<Vec<_>>().await.expect("list");
+        assert_eq!(left.len(), 5, "01ABC, the recent one and the finished block's 3 files: {left:?}");
+        assert!(left.iter().all(|o| !o.location.as_ref().contains(&old)));
+        assert_eq!(store.metas("t1").len(), 1);
     }
 }

@@ -1,8 +1,9 @@
 //! The endpoints every Strata process serves: `/-/healthy`, `/-/ready`, `/metrics`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::State;
@@ -12,10 +13,15 @@ use axum::routing::get;
 
 use crate::Telemetry;
 
-/// Whether the process is ready to serve; flipped once startup (log replay,
-/// first discovery) is done.
+/// Whether the process is ready to serve: flipped once startup (log replay,
+/// first discovery) is done, and not while a component reports a degraded
+/// condition (for example block uploads failing).
 #[derive(Debug, Clone, Default)]
-pub struct Readiness(Arc<AtomicBool>);
+pub struct Readiness {
+    started: Arc<AtomicBool>,
+    /// Degraded conditions by component, with the reason.
+    degraded: Arc<Mutex<BTreeMap<String, String>>>,
+}
 
 impl Readiness {
     /// Not ready yet.
@@ -23,14 +29,33 @@ impl Readiness {
         Self::default()
     }
 
-    /// Marks the process ready.
+    /// Marks the process ready (startup is done).
     pub fn set_ready(&self) {
-        self.0.store(true, Ordering::SeqCst);
+        self.started.store(true, Ordering::SeqCst);
     }
 
-    /// Whether the process is ready.
+    /// Reports `component` degraded for `reason`: not ready until cleared.
+    pub fn set_degraded(&self, component: &str, reason: String) {
+        self.conditions().insert(component.to_owned(), reason);
+    }
+
+    /// Clears a condition reported by [`Readiness::set_degraded`].
+    pub fn clear_degraded(&self, component: &str) {
+        self.conditions().remove(component);
+    }
+
+    fn conditions(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.degraded.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The degraded conditions, `component: reason`.
+    pub fn degraded(&self) -> Vec<String> {
+        self.conditions().iter().map(|(c, r)| format!("{c}: {r}")).collect()
+    }
+
+    /// Whether the process is ready: started and nothing degraded.
     pub fn is_ready(&self) -> bool {
-        self.0.load(Ordering::SeqCst)
+        self.started.load(Ordering::SeqCst) && self.conditions().is_empty()
     }
 }
 
@@ -51,9 +76,13 @@ pub fn admin_router(telemetry: Telemetry, readiness: Readiness) -> Router {
 
 async fn ready(State(s): State<AdminState>) -> Response {
     if s.readiness.is_ready() {
-        (StatusCode::OK, "Strata is Ready.\n").into_response()
-    } else {
+        return (StatusCode::OK, "Strata is Ready.\n").into_response();
+    }
+    let degraded = s.readiness.degraded();
+    if degraded.is_empty() {
         (StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("Service Unavailable: {}\n", degraded.join("; "))).into_response()
     }
 }
 

@@ -79,6 +79,10 @@ pub(crate) struct ApiState {
     engine: Arc<Engine>,
     queries: Counter,
     failed: Counter,
+    /// Object store GETs caused by queries.
+    io_gets: Counter,
+    /// Bytes those GETs fetched.
+    io_bytes: Counter,
 }
 
 /// The `/api/v1` routes.
@@ -92,7 +96,18 @@ pub fn api_router(deps: QuerierDeps) -> Router {
     let failed = Counter::default();
     deps.telemetry.register("strata_api_queries", "Queries received by the query API", queries.clone());
     deps.telemetry.register("strata_api_query_failures", "Queries answered with an error", failed.clone());
-    let state = ApiState { deps, engine, queries, failed };
+    let (io_gets, io_bytes) = (Counter::default(), Counter::default());
+    deps.telemetry.register(
+        "strata_query_object_store_get_requests",
+        "Object store GET requests made by queries (per query in the debug log)",
+        io_gets.clone(),
+    );
+    deps.telemetry.register(
+        "strata_query_object_store_get_bytes",
+        "Bytes fetched from the object store by queries",
+        io_bytes.clone(),
+    );
+    let state = ApiState { deps, engine, queries, failed, io_gets, io_bytes };
     Router::new()
         .route("/api/v1/query", get(query).post(query))
         .route("/api/v1/query_range", get(query_range).post(query_range))
@@ -255,7 +270,18 @@ async fn with_timeout<T>(
         let ms = parse_duration_ms("timeout", t)?;
         timeout = timeout.min(Duration::from_millis(u64::try_from(ms.max(0)).unwrap_or(0)));
     }
-    match tokio::time::timeout(timeout, fut).await {
+    let started = std::time::Instant::now();
+    let (r, io) = strata_block::counting::measure(tokio::time::timeout(timeout, fut)).await;
+    state.io_gets.inc_by(io.gets);
+    state.io_bytes.inc_by(io.bytes);
+    tracing::debug!(
+        query = p.get("query").unwrap_or_default(),
+        object_store_gets = io.gets,
+        object_store_bytes = io.bytes,
+        elapsed = ?started.elapsed(),
+        "query done"
+    );
+    match r {
         Ok(r) => r.map_err(query_error),
         Err(_) => Err(ApiError::Timeout("query timed out in expression evaluation".into())),
     }

@@ -445,7 +445,15 @@ impl Select for LocalStorage {
             let head = self.head_read().select_with(tenant, matchers, mint, maxt, hints)?;
             let loaded: usize = head.iter().map(|s| s.samples.len()).sum();
             let left = SelectHints { max_samples: hints.max_samples.saturating_sub(loaded) };
-            let blocks = self.inner.blocks.select_batches(tenant, matchers, mint, maxt, left).await?;
+            let failures = self.inner.metrics.block_read_failures.clone();
+            let count = move |e: &SelectError| {
+                if matches!(e, SelectError::Storage(_)) {
+                    failures.inc();
+                }
+            };
+            let blocks =
+                self.inner.blocks.select_batches(tenant, matchers, mint, maxt, left).await.inspect_err(&count)?;
+            let blocks = Box::new(CountFailures { inner: blocks, count });
             Ok(Box::new(MergedBatches::new(head, blocks)) as Box<dyn SeriesBatches + 'a>)
         })
     }
@@ -466,6 +474,18 @@ impl Select for LocalStorage {
             })?;
             Ok(merge_label_sets(vec![head, blocks]))
         })
+    }
+}
+
+/// Batches of a block read that count their read failures.
+struct CountFailures<'a, F> {
+    inner: Box<dyn SeriesBatches + 'a>,
+    count: F,
+}
+
+impl<F: Fn(&SelectError) + Send> SeriesBatches for CountFailures<'_, F> {
+    fn next_batch(&mut self) -> BoxFuture<'_, Result<Option<Vec<Series>>, SelectError>> {
+        Box::pin(async move { self.inner.next_batch().await.inspect_err(&self.count) })
     }
 }
 

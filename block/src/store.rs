@@ -375,6 +375,9 @@ impl Select for BlockStore {
         maxt: i64,
         hints: SelectHints,
     ) -> BoxFuture<'a, Result<Box<dyn SeriesBatches + 'a>, SelectError>> {
+        if let Some(e) = self.broken_overlap(tenant, mint, maxt) {
+            return Box::pin(async move { Err(e) });
+        }
         let batches = self.batches(tenant, matchers, mint, maxt, hints, BATCH_ROWS);
         Box::pin(async move { Ok(Box::new(batches) as Box<dyn SeriesBatches + 'a>) })
     }
@@ -464,7 +467,9 @@ impl SeriesBatches for BlockBatches {
                 let this = &*self;
                 let reads = this.readers.iter().enumerate().map(|(k, b)| {
                     let part = &this.hits[k][start[k]..this.pos[k]];
-                    b.read_parts(part, this.mint, this.maxt, &this.budget)
+                    async move {
+                        b.read_parts(part, this.mint, this.maxt, &this.budget).await.map_err(|e| e.in_block(b.meta()))
+                    }
                 });
                 let mut parts = futures::future::try_join_all(reads).await?;
                 // Each series from its blocks, in block order (the earlier

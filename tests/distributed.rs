@@ -37,6 +37,48 @@ fn start_aggregator(dir: &Path, ordinal: u32, port: u16, nats: &str, log: &str) 
     )
 }
 
+/// Starts `strata querier` over `aggregators` (ports); returns it and its API.
+fn start_querier(dir: &Path, aggregators: &[u16]) -> Result<(Proc, Api)> {
+    let port = free_port();
+    let stores: Vec<String> = aggregators.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    let proc = Proc::spawn(
+        "strata querier",
+        Command::new(strata_bin()).args([
+            "querier",
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+            &format!("--querier.aggregator={}", stores.join(",")),
+        ]),
+        &dir.join("querier.log"),
+    )?;
+    Ok((proc, Api::new(port)))
+}
+
+/// Starts `strata collector` scraping `target` every second as `job` into
+/// the ingest log at `nats` with `shards` shards; returns it and its port.
+fn start_collector(dir: &Path, job: &str, target: &str, nats: &str, shards: u32) -> Result<(Proc, u16)> {
+    let config = dir.join("collector.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: {job}\n    static_configs:\n      - targets: ['{target}']\n"
+        ),
+    )?;
+    let port = free_port();
+    let proc = Proc::spawn(
+        "strata collector",
+        Command::new(strata_bin()).args([
+            "collector",
+            &format!("--config.file={}", config.display()),
+            &format!("--web.listen-address=127.0.0.1:{port}"),
+            &format!("--nats.url={nats}"),
+            &format!("--nats.shards={shards}"),
+            &format!("--buffer.path={}", dir.join("collector-buffer").display()),
+        ]),
+        &dir.join("collector.log"),
+    )?;
+    Ok((proc, port))
+}
+
 /// A metric's value from a process' own `/metrics`.
 async fn own_metric(http: &reqwest::Client, port: u16, name: &str) -> Option<f64> {
     let text = http.get(format!("http://127.0.0.1:{port}/metrics")).send().await.ok()?.text().await.ok()?;
@@ -71,38 +113,8 @@ async fn collector_to_jetstream_to_replicated_aggregators() -> Result<()> {
     let _agg0 = start_aggregator(dir.path(), 0, p0, &nats, "agg-0.log")?;
     let mut agg1 = start_aggregator(dir.path(), 1, p1, &nats, "agg-1.log")?;
 
-    let qport = free_port();
-    let _querier = Proc::spawn(
-        "strata querier",
-        Command::new(strata_bin()).args([
-            "querier",
-            &format!("--web.listen-address=127.0.0.1:{qport}"),
-            &format!("--querier.aggregator=127.0.0.1:{p0},127.0.0.1:{p1}"),
-        ]),
-        &dir.path().join("querier.log"),
-    )?;
-    let querier = Api::new(qport);
-
-    let config = dir.path().join("collector.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{ne_port}']\n"
-        ),
-    )?;
-    let cport = free_port();
-    let mut collector = Proc::spawn(
-        "strata collector",
-        Command::new(strata_bin()).args([
-            "collector",
-            &format!("--config.file={}", config.display()),
-            &format!("--web.listen-address=127.0.0.1:{cport}"),
-            &format!("--nats.url={nats}"),
-            "--nats.shards=8",
-            &format!("--buffer.path={}", dir.path().join("collector-buffer").display()),
-        ]),
-        &dir.path().join("collector.log"),
-    )?;
+    let (_querier, querier) = start_querier(dir.path(), &[p0, p1])?;
+    let (mut collector, cport) = start_collector(dir.path(), "node", &format!("127.0.0.1:{ne_port}"), &nats, 8)?;
 
     // Both replicas hold every series (2 aggregators, R = 2), the same set.
     let started = std::time::Instant::now();
@@ -206,38 +218,9 @@ async fn nats_restart_leaves_no_gap() -> Result<()> {
         ]),
         &dir.path().join("agg.log"),
     )?;
-    let qport = free_port();
-    let _querier = Proc::spawn(
-        "strata querier",
-        Command::new(strata_bin()).args([
-            "querier",
-            &format!("--web.listen-address=127.0.0.1:{qport}"),
-            &format!("--querier.aggregator=127.0.0.1:{agg_port}"),
-        ]),
-        &dir.path().join("querier.log"),
-    )?;
-    let querier = Api::new(qport);
+    let (_querier, querier) = start_querier(dir.path(), &[agg_port])?;
     // The collector scrapes the aggregator every second.
-    let config = dir.path().join("collector.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: agg\n    static_configs:\n      - targets: ['127.0.0.1:{agg_port}']\n"
-        ),
-    )?;
-    let cport = free_port();
-    let _collector = Proc::spawn(
-        "strata collector",
-        Command::new(strata_bin()).args([
-            "collector",
-            &format!("--config.file={}", config.display()),
-            &format!("--web.listen-address=127.0.0.1:{cport}"),
-            &format!("--nats.url={nats}"),
-            "--nats.shards=4",
-            &format!("--buffer.path={}", dir.path().join("collector-buffer").display()),
-        ]),
-        &dir.path().join("collector.log"),
-    )?;
+    let (_collector, _) = start_collector(dir.path(), "agg", &format!("127.0.0.1:{agg_port}"), &nats, 4)?;
     eventually("samples flow", Duration::from_secs(60), || async {
         // Enough history that the window checked below starts after the first scrape.
         (querier.scalar_of(r#"count_over_time(up{job="agg"}[1m])"#).await? >= 15.0).then_some(())

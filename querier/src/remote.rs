@@ -355,6 +355,11 @@ impl Completeness for FanoutStore {
     }
 }
 
+/// The sorted, duplicate-free union of the stores' name or value lists.
+fn union_sorted(sets: Vec<Vec<String>>) -> Vec<String> {
+    sets.into_iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect()
+}
+
 impl Select for FanoutStore {
     fn select_with<'a>(
         &'a self,
@@ -397,7 +402,7 @@ impl Select for FanoutStore {
     ) -> BoxFuture<'a, Result<Vec<String>, SelectError>> {
         Box::pin(async move {
             let sets = self.fan_out(|s| s.label_names(tenant, matchers, mint, maxt)).await?;
-            Ok(sets.into_iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+            Ok(union_sorted(sets))
         })
     }
 
@@ -411,7 +416,7 @@ impl Select for FanoutStore {
     ) -> BoxFuture<'a, Result<Vec<String>, SelectError>> {
         Box::pin(async move {
             let sets = self.fan_out(|s| s.label_values(tenant, name, matchers, mint, maxt)).await?;
-            Ok(sets.into_iter().flatten().collect::<std::collections::BTreeSet<_>>().into_iter().collect())
+            Ok(union_sorted(sets))
         })
     }
 }
